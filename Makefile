@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh clone with only python3:
+#   make reproduce   set up .venv, run the small sweeps, draw every figure
+#   make test        set up .venv, run the test suite (CI runs this through .ci/run)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-full lint format reproduce demo bench clean
+
+# torch goes first, pinned, so that the range in pyproject.toml finds it satisfied and no
+# multi-GB CUDA build is pulled.
+$(STAMP): pyproject.toml requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,sweep]"
+	touch $@
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-full: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo_cells.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

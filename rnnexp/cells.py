@@ -1,0 +1,398 @@
+"""Recurrent cells written from their equations, each with its analytic one-step state Jacobian.
+
+The cells follow torch's conventions: parameter names and shapes (`weight_ih`, `weight_hh`,
+`bias_ih`, `bias_hh`), gate order (GRU: r, z, n; LSTM: i, f, g, o) and call signature, so a
+state_dict moves between ours and `torch.nn.RNNCell/GRUCell/LSTMCell`. The one deliberate
+difference is the GRU update convention, see `GRUCell`.
+
+Flat state. The vanishing-gradient measurements treat every cell as a map s_{t-1} -> s_t on one
+vector: s = h for the RNN and GRU, s = cat(h, c) for the LSTM (h first), of size `state_size`.
+`step(x, s)` advances it, `hidden(s)` reads h back, and `state_jacobian(x, s)` returns
+ds_t/ds_{t-1} in closed form, with rows indexing the new state and columns the previous one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+INITS = ("default", "orthogonal", "identity")
+
+
+def _check_positive_int(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _diag_blocks_times(coef: Tensor, weight_hh: Tensor) -> Tensor:
+    """sum_k diag(coef[:, k]) @ W_k for the gate blocks W_k of weight_hh: (B, G, m) -> (B, m, m).
+
+    Every Jacobian below has this shape: a gate's pre-activation depends on h only through its
+    block of weight_hh, scaled row-wise by the derivative of what the gate feeds.
+    """
+    gates, m = coef.shape[1], coef.shape[2]
+    return torch.einsum("bki,kij->bij", coef, weight_hh.view(gates, m, m))
+
+
+class RecurrentCell(nn.Module):
+    """Parameters, initialisation and the unbatched/flat-state plumbing shared by all cells.
+
+    Subclasses set `gates` (number of gate blocks stacked in the weights) and implement
+    `_forward(x, state)` and `_jacobian(x, s)` on batched inputs.
+    """
+
+    gates: int = 1
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        init: str = "default",
+        init_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        _check_positive_int("input_size", input_size)
+        _check_positive_int("hidden_size", hidden_size)
+        if init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}; got {init!r}")
+        if not init_scale > 0:
+            raise ValueError(f"init_scale must be > 0, got {init_scale!r}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        self.init = init
+        self.init_scale = init_scale
+        rows = self.gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(rows))
+            self.bias_hh = nn.Parameter(torch.empty(rows))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    @property
+    def state_size(self) -> int:
+        return self.hidden_size
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, bias={self.bias}, init={self.init!r}"
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """torch's default uniform(-1/sqrt(m), 1/sqrt(m)), then the recurrent init asked for.
+
+        `orthogonal` makes each gate block of weight_hh `init_scale` times an orthogonal matrix;
+        `identity` makes it `init_scale` times the identity and zeroes the biases (the IRNN of
+        Le et al. 2015).
+        """
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            p.uniform_(-bound, bound)
+        m = self.hidden_size
+        for k in range(self.gates):
+            block = self.weight_hh[k * m : (k + 1) * m]
+            if self.init == "orthogonal":
+                nn.init.orthogonal_(block, gain=self.init_scale)
+            elif self.init == "identity":
+                block.copy_(self.init_scale * torch.eye(m))
+        if self.init == "identity" and self.bias:
+            self.bias_ih.zero_()
+            self.bias_hh.zero_()
+
+    def _linear(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """The input and recurrent pre-activations W_ih x + b_ih and W_hh h + b_hh, all gates."""
+        gi = x @ self.weight_ih.t()
+        gh = h @ self.weight_hh.t()
+        if self.bias:
+            gi = gi + self.bias_ih
+            gh = gh + self.bias_hh
+        return gi, gh
+
+    # -- torch's call -----------------------------------------------------------------------
+    def forward(self, input: Tensor, state=None):
+        """One step, as torch's cells: batched (B, n) or unbatched (n,) input."""
+        if input.dim() not in (1, 2):
+            raise ValueError(f"expected input of shape (B, n) or (n,), got {tuple(input.shape)}")
+        unbatched = input.dim() == 1
+        if unbatched:
+            input = input.unsqueeze(0)
+            state = None if state is None else _map_state(state, lambda t: t.unsqueeze(0))
+        if state is None:
+            state = self.unflatten_state(self.initial_state(input))
+        out = self._forward(input, state)
+        return _map_state(out, lambda t: t.squeeze(0)) if unbatched else out
+
+    def _forward(self, x: Tensor, state):
+        raise NotImplementedError
+
+    # -- flat state ---------------------------------------------------------------------------
+    def initial_state(self, input: Tensor) -> Tensor:
+        """The zero flat state for a batch like `input` (B, n)."""
+        return input.new_zeros(input.shape[0], self.state_size)
+
+    def flatten_state(self, state) -> Tensor:
+        """The flat state s from the state `forward` takes (identity unless the LSTM)."""
+        return state
+
+    def unflatten_state(self, s: Tensor):
+        """The state `forward` takes from the flat state s."""
+        return s
+
+    def hidden(self, s: Tensor) -> Tensor:
+        """h from the flat state: its first hidden_size entries."""
+        return s[..., : self.hidden_size]
+
+    def step(self, x: Tensor, s: Tensor) -> Tensor:
+        """One step on the flat state."""
+        return self.flatten_state(self._forward(x, self.unflatten_state(s)))
+
+    def scan(self, inputs: Tensor, state=None) -> Tensor:
+        """Every flat state s_0 ... s_T of a run over time-major inputs (T, B, n): (T+1, B, S).
+
+        The readable reference unroll, one `step` per time step under autograd.
+        """
+        s = self.initial_state(inputs[0]) if state is None else self.flatten_state(state)
+        states = [s]
+        for x in inputs:
+            s = self.step(x, s)
+            states.append(s)
+        return torch.stack(states)
+
+    # -- Jacobian -----------------------------------------------------------------------------
+    def state_jacobian(self, input: Tensor, state=None) -> Tensor:
+        """ds_t/ds_{t-1} in closed form from the gate values: (B, S, S), or (S, S) unbatched.
+
+        `state` is s_{t-1}, in the form `forward` takes or flat. No autograd is involved, so
+        this is cheap and can be batched over time steps by folding T into B.
+        """
+        unbatched = input.dim() == 1
+        if unbatched:
+            input = input.unsqueeze(0)
+            state = None if state is None else _map_state(state, lambda t: t.unsqueeze(0))
+        s = self.initial_state(input) if state is None else self.flatten_state(state)
+        jac = self._jacobian(input, s)
+        return jac.squeeze(0) if unbatched else jac
+
+    def _jacobian(self, x: Tensor, s: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+def _map_state(state, fn):
+    return tuple(fn(t) for t in state) if isinstance(state, tuple) else fn(state)
+
+
+class RNNCell(RecurrentCell):
+    """Vanilla RNN: h_t = phi(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), phi = tanh or relu.
+
+    Jacobian: dh_t/dh_{t-1} = diag(phi'(a_t)) W_hh, with tanh' = 1 - h_t^2 and relu' = [a_t > 0].
+    """
+
+    gates = 1
+    NONLINEARITIES = ("tanh", "relu")
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        init: str = "default",
+        init_scale: float = 1.0,
+    ) -> None:
+        if nonlinearity not in self.NONLINEARITIES:
+            raise ValueError(f"nonlinearity must be one of tanh, relu; got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, bias, init, init_scale)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"
+
+    def _preactivation(self, x: Tensor, h: Tensor) -> Tensor:
+        gi, gh = self._linear(x, h)
+        return gi + gh
+
+    def _forward(self, x: Tensor, h: Tensor) -> Tensor:
+        a = self._preactivation(x, h)
+        return torch.tanh(a) if self.nonlinearity == "tanh" else torch.relu(a)
+
+    def _jacobian(self, x: Tensor, h: Tensor) -> Tensor:
+        a = self._preactivation(x, h)
+        slope = 1 - torch.tanh(a) ** 2 if self.nonlinearity == "tanh" else (a > 0).to(a.dtype)
+        return slope.unsqueeze(-1) * self.weight_hh
+
+
+class GRUCell(RecurrentCell):
+    """GRU in the textbook convention (Cho et al. 2014; Chung et al. 2014):
+
+        r = sigma(W_ir x + b_ir + W_hr h + b_hr)
+        z = sigma(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+        h' = (1 - z) * h + z * n
+
+    torch's `nn.GRUCell` uses the other convention, h' = (1 - z) * n + z * h. Since
+    sigma(-a) = 1 - sigma(a), negating the update-gate rows of all four parameters maps one onto
+    the other: `GRUCell.from_torch(torch_cell)` and `gru.to_torch()` do that, exactly. A plain
+    `load_state_dict` of torch weights does *not* convert: it keeps our convention, so the
+    loaded cell computes a different function from the torch cell it came from.
+
+    Jacobian, with q = W_hn h + b_hn:
+        dh'/dh = diag(1 - z) + diag((n - h) z(1 - z)) W_hz
+                 + diag(z (1 - n^2)) [diag(q r(1 - r)) W_hr + diag(r) W_hn]
+    """
+
+    gates = 3
+
+    def _gates(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        gi, gh = self._linear(x, h)
+        i_r, i_z, i_n = gi.chunk(3, -1)
+        h_r, h_z, q = gh.chunk(3, -1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * q)
+        return r, z, n, q
+
+    def _forward(self, x: Tensor, h: Tensor) -> Tensor:
+        _, z, n, _ = self._gates(x, h)
+        return (1 - z) * h + z * n
+
+    def _jacobian(self, x: Tensor, h: Tensor) -> Tensor:
+        r, z, n, q = self._gates(x, h)
+        through_n = z * (1 - n * n)
+        coef = torch.stack(
+            [through_n * q * r * (1 - r), (n - h) * z * (1 - z), through_n * r], dim=1
+        )
+        return torch.diag_embed(1 - z) + _diag_blocks_times(coef, self.weight_hh)
+
+    @staticmethod
+    def _flip_update_gate(src: nn.Module, dst: nn.Module) -> None:
+        m = src.hidden_size
+        with torch.no_grad():
+            for name, p in src.named_parameters():
+                q = p.detach().clone()
+                q[m : 2 * m].neg_()
+                getattr(dst, name).copy_(q)
+
+    @classmethod
+    def from_torch(cls, cell: nn.GRUCell) -> GRUCell:
+        """Our GRU computing exactly what torch's `cell` computes (update gate negated)."""
+        ours = cls(cell.input_size, cell.hidden_size, bias=cell.bias)
+        ours.to(device=cell.weight_hh.device, dtype=cell.weight_hh.dtype)
+        cls._flip_update_gate(cell, ours)
+        return ours
+
+    def to_torch(self) -> nn.GRUCell:
+        """A `torch.nn.GRUCell` computing exactly what this cell computes."""
+        cell = nn.GRUCell(self.input_size, self.hidden_size, bias=self.bias)
+        cell.to(device=self.weight_hh.device, dtype=self.weight_hh.dtype)
+        self._flip_update_gate(self, cell)
+        return cell
+
+
+class LSTMCell(RecurrentCell):
+    """LSTM as torch's LSTMCell, gates i, f, g, o:
+
+        i, f, o = sigma(.), g = tanh(.)   of W_i* x + b_i* + W_h* h + b_h*
+        c' = f * c + i * g
+        h' = o * tanh(c')
+
+    Its state is (h, c); the flat state is cat(h, c). Jacobian, with k = o (1 - tanh(c')^2):
+        dc'/dh = diag(g i(1-i)) W_hi + diag(c f(1-f)) W_hf + diag(i (1-g^2)) W_hg
+        dc'/dc = diag(f)
+        dh'/dh = diag(k) dc'/dh + diag(tanh(c') o(1-o)) W_ho
+        dh'/dc = diag(k f)
+
+    Forget-gate initialisation, on top of `init` for weight_hh:
+    `forget_bias` sets the forget gate's total bias to a constant (1 is the usual choice,
+    Gers et al. 2000; Jozefowicz et al. 2015); `chrono_max_len` draws it as
+    log(U(1, T_max - 1)) and sets the input gate's bias to its negative (chrono initialisation,
+    Tallec & Ollivier 2018), where T_max is the longest dependency expected.
+    """
+
+    gates = 4
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        init: str = "default",
+        init_scale: float = 1.0,
+        forget_bias: float | None = None,
+        chrono_max_len: int | None = None,
+    ) -> None:
+        if forget_bias is not None and chrono_max_len is not None:
+            raise ValueError("forget_bias and chrono_max_len are exclusive; set at most one")
+        if (forget_bias is not None or chrono_max_len is not None) and not bias:
+            raise ValueError("forget_bias and chrono_max_len need bias=True")
+        if chrono_max_len is not None and (
+            isinstance(chrono_max_len, bool)
+            or not isinstance(chrono_max_len, int)
+            or chrono_max_len < 3
+        ):
+            raise ValueError(f"chrono_max_len must be an integer >= 3, got {chrono_max_len!r}")
+        self.forget_bias = forget_bias
+        self.chrono_max_len = chrono_max_len
+        super().__init__(input_size, hidden_size, bias, init, init_scale)
+
+    @property
+    def state_size(self) -> int:
+        return 2 * self.hidden_size
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        m = self.hidden_size
+        forget, input_gate = slice(m, 2 * m), slice(0, m)
+        if self.forget_bias is not None:
+            self.bias_ih[forget] = self.forget_bias
+            self.bias_hh[forget] = 0.0
+        elif self.chrono_max_len is not None:
+            b = torch.log(torch.empty(m).uniform_(1.0, self.chrono_max_len - 1))
+            self.bias_ih[forget] = b
+            self.bias_hh[forget] = 0.0
+            self.bias_ih[input_gate] = -b
+            self.bias_hh[input_gate] = 0.0
+
+    def initial_state(self, input: Tensor) -> Tensor:
+        return input.new_zeros(input.shape[0], 2 * self.hidden_size)
+
+    def flatten_state(self, state) -> Tensor:
+        return torch.cat(state, dim=-1) if isinstance(state, tuple) else state
+
+    def unflatten_state(self, s: Tensor) -> tuple[Tensor, Tensor]:
+        h, c = s.split(self.hidden_size, dim=-1)
+        return h, c
+
+    def _gates(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        gi, gh = self._linear(x, h)
+        a_i, a_f, a_g, a_o = (gi + gh).chunk(4, -1)
+        return torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
+
+    def _forward(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        h, c = state
+        i, f, g, o = self._gates(x, h)
+        c_new = f * c + i * g
+        return o * torch.tanh(c_new), c_new
+
+    def _jacobian(self, x: Tensor, s: Tensor) -> Tensor:
+        h, c = self.unflatten_state(s)
+        i, f, g, o = self._gates(x, h)
+        tanh_c = torch.tanh(f * c + i * g)
+        k = o * (1 - tanh_c * tanh_c)
+        zero = torch.zeros_like(i)
+        dc_dpre = torch.stack([g * i * (1 - i), c * f * (1 - f), i * (1 - g * g), zero], dim=1)
+        dh_dpre = k.unsqueeze(1) * dc_dpre
+        dh_dpre[:, 3] = tanh_c * o * (1 - o)
+        m = self.hidden_size
+        jac = s.new_zeros(s.shape[0], 2 * m, 2 * m)
+        jac[:, :m, :m] = _diag_blocks_times(dh_dpre, self.weight_hh)
+        jac[:, m:, :m] = _diag_blocks_times(dc_dpre, self.weight_hh)
+        jac[:, :m, m:] = torch.diag_embed(k * f)
+        jac[:, m:, m:] = torch.diag_embed(f)
+        return jac

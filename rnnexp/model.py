@@ -1,0 +1,38 @@
+"""A sequence model: any cell unrolled over time, read out linearly from h."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from rnnexp.cells import RecurrentCell
+
+
+class SequenceModel(nn.Module):
+    """Unrolls `cell` over time-major inputs and maps h_t to outputs with one linear layer.
+
+    Cell-agnostic: it only uses the cell's flat-state interface (`scan`, `hidden`).
+    """
+
+    def __init__(self, cell: RecurrentCell, output_size: int) -> None:
+        super().__init__()
+        self.cell = cell
+        self.readout = nn.Linear(cell.hidden_size, output_size)
+
+    def forward(
+        self,
+        inputs: Tensor,
+        state: Tensor | tuple[Tensor, Tensor] | None = None,
+        output_steps: slice = slice(None),
+        return_states: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Readout at `output_steps` of the T steps: (T_out, B, output_size).
+
+        inputs: (T, B, input_size). `state` is s_0 (zeros if None). With `return_states`, also
+        every flat state s_0 ... s_T, (T+1, B, state_size), as the Jacobian code needs them.
+        """
+        states = self.cell.scan(inputs, state)  # (T+1, B, S)
+        outputs = self.readout(self.cell.hidden(states[1:][output_steps]))
+        return (outputs, states) if return_states else outputs
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
