@@ -1,0 +1,332 @@
+"""Jacobian norms, state gradients, Lyapunov exponents and memory horizons against autograd and
+closed forms (float64 throughout)."""
+
+import copy
+import functools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import rnnexp.jacobians as jacobians
+from rnnexp.cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
+from rnnexp.jacobians import (
+    gradient_norms,
+    lyapunov_exponents,
+    memory_horizon,
+    state_jacobian_norms,
+)
+from rnnexp.model import SequenceModel
+from rnnexp.tasks import AddingTask, CopyTask
+
+torch.set_default_dtype(torch.float64)
+
+CELLS = {
+    "tanh": lambda n, m: RNNCell(n, m, nonlinearity="tanh"),
+    "relu": lambda n, m: RNNCell(n, m, nonlinearity="relu"),
+    "gru": lambda n, m: GRUCell(n, m),
+    "lstm": lambda n, m: LSTMCell(n, m),
+}
+
+
+class LinearCell(RecurrentCell):
+    """s_t = W s_{t-1} + U x_t + b: defined here, so the Jacobian code must not know it."""
+
+    def _forward(self, x, h):
+        gi, gh = self._linear(x, h)
+        return gi + gh
+
+    def _jacobian(self, x, h):
+        return self.weight_hh.expand(x.shape[0], -1, -1)
+
+
+def _linear_cell(weight_hh, input_size=2):
+    cell = LinearCell(input_size, weight_hh.shape[0])
+    with torch.no_grad():
+        cell.weight_hh.copy_(weight_hh)
+    return cell
+
+
+@torch.no_grad()  # jacrev still differentiates, but keeps no graph back to the parameters
+def _brute_force_norms(cell, inputs, ord):
+    """||ds_T/ds_t|| by autograd: jacrev of s_t -> s_T over the remaining steps, each t alone."""
+    states = cell.scan(inputs).detach()
+    T, B = inputs.shape[:2]
+
+    def run(s, xs):
+        for x in xs:
+            s = cell.step(x, s)
+        return s
+
+    jac = torch.func.vmap(torch.func.jacrev(run), in_dims=(0, 1))
+    rows = [torch.linalg.matrix_norm(jac(states[t], inputs[t:]), ord=ord) for t in range(T)]
+    eye = torch.eye(cell.state_size).expand(B, -1, -1)
+    return torch.stack([*rows, torch.linalg.matrix_norm(eye, ord=ord)])
+
+
+@functools.cache
+def _case(kind, m, T, B, seed):
+    """(cell, inputs, {ord: brute-force norms}), computed once per case."""
+    torch.manual_seed(seed)
+    cell = CELLS[kind](2, m)
+    inputs = torch.randn(T, B, 2)
+    return cell, inputs, {ord: _brute_force_norms(cell, inputs, ord) for ord in (2, "fro")}
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+@pytest.mark.parametrize("ord", [2, "fro"])
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("m,T,B", [(3, 12, 3), (12, 30, 2)], ids=["small", "S>8"])
+def test_norms_match_brute_force(kind, ord, log, m, T, B):
+    # S > 8 (the subspace carried between lags) exercises the certified Rayleigh-Ritz path;
+    # at S <= 8 the subspace is the whole space.
+    cell, inputs, brute = _case(kind, m, T, B, seed=m)
+    expected = brute[ord]
+    assert (expected > 0).float().mean() > 0.5  # mostly alive, even the relu
+    norms = state_jacobian_norms(cell, inputs, ord=ord, log=log)
+    assert norms.shape == (T + 1, B) and norms.dtype == torch.float64
+    if log:
+        norms = 10**norms
+    torch.testing.assert_close(norms, expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+@pytest.mark.parametrize("ord", [2, "fro"])
+def test_chunking_over_time_changes_nothing(kind, ord, monkeypatch):
+    """Jacobians come in chunks of time steps; the products and scales carry across them."""
+    cell, inputs, brute = _case(kind, 12, 30, 2, seed=12)
+    whole = state_jacobian_norms(cell, inputs, ord=ord, log=True)
+    per_step = 2 * cell.state_size**2 * 8  # bytes of one step's Jacobians, float64
+    for steps in (1, 7):  # 7: chunks of uneven length, 30 = 4 * 7 + 2
+        monkeypatch.setattr(jacobians, "_CHUNK_BYTES", 2 * steps * per_step)
+        torch.testing.assert_close(
+            state_jacobian_norms(cell, inputs, ord=ord, log=True), whole, rtol=0, atol=1e-12
+        )
+        exponents = lyapunov_exponents(cell, inputs, k=3)
+        monkeypatch.undo()
+        torch.testing.assert_close(exponents, lyapunov_exponents(cell, inputs, k=3))
+    torch.testing.assert_close(10**whole, brute[ord], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["tanh", "lstm"])
+def test_float32_agrees_with_float64_brute_force(kind):
+    """The certificate's tolerance scales with the dtype: float32 is right to float32 accuracy."""
+    cell, inputs, brute = _case(kind, 12, 30, 2, seed=12)
+    norms = state_jacobian_norms(copy.deepcopy(cell).float(), inputs.float(), log=True)
+    assert norms.dtype == torch.float64
+    torch.testing.assert_close(10**norms, brute[2], rtol=1e-5, atol=0)
+
+
+def test_dead_relu_gives_exact_zeros_and_minus_infinity():
+    cell = RNNCell(1, 5, nonlinearity="relu")
+    with torch.no_grad():
+        cell.weight_ih.fill_(1.0)
+    inputs = torch.rand(12, 2, 1)
+    inputs[6, 0] = -100.0  # sample 0: every unit dead at step 7, so ds_T/ds_t = 0 for t <= 6
+    for ord in (2, "fro"):
+        logs = state_jacobian_norms(cell, inputs, ord=ord, log=True)
+        assert logs[:7, 0].eq(-math.inf).all() and logs[7:, 0].isfinite().all()
+        assert logs[:, 1].isfinite().all()
+        assert state_jacobian_norms(cell, inputs, ord=ord)[:7, 0].eq(0).all()
+    assert lyapunov_exponents(cell, inputs)[0, 0] == -math.inf
+
+
+def test_one_step_can_shrink_below_float32_range():
+    """W = 1e-30 Q: each step multiplies P by 1e-30, whose square underflows float32."""
+    torch.manual_seed(5)
+    q = torch.linalg.qr(torch.randn(4, 4)).Q
+    cell = _linear_cell(1e-30 * q).float()
+    logs = state_jacobian_norms(cell, torch.randn(6, 2, 2, dtype=torch.float32), log=True)
+    lags = torch.arange(6, -1, -1, dtype=torch.float64)[:, None].expand(7, 2)
+    torch.testing.assert_close(logs, -30 * lags, rtol=0, atol=1e-5)
+
+
+def test_bad_ord_says_what_is_allowed():
+    cell = RNNCell(2, 3)
+    with pytest.raises(ValueError, match="ord must be 2 .* or 'fro'"):
+        state_jacobian_norms(cell, torch.randn(4, 1, 2), ord=1)
+
+
+def test_identity_product_has_no_dominant_direction():
+    """A relu IRNN on positive inputs has J = I at every step: all singular values tie."""
+    cell = RNNCell(2, 10, nonlinearity="relu", init="identity")
+    with torch.no_grad():
+        cell.weight_ih.abs_()  # every unit stays active
+    inputs = torch.rand(20, 3, 2)
+    logs = state_jacobian_norms(cell, inputs, log=True)
+    torch.testing.assert_close(logs, torch.zeros(21, 3), rtol=0, atol=1e-12)
+    fro = state_jacobian_norms(cell, inputs, ord="fro")
+    torch.testing.assert_close(fro, torch.full((21, 3), math.sqrt(10)), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("ord", [2, "fro"])
+def test_long_contracting_run_stays_finite_in_log(ord):
+    """W_hh = 0.5 Q over 2000 steps: the norm reaches ~1e-602, far below float64's range."""
+    torch.manual_seed(0)
+    T = 2000
+    cell = RNNCell(1, 4, bias=False, init="orthogonal", init_scale=0.5)
+    inputs = 0.01 * torch.randn(T, 2, 1)
+    logs = state_jacobian_norms(cell, inputs, ord=ord, log=True)
+    assert logs.isfinite().all()
+    # ||J_k||_2 <= 0.5 as tanh' <= 1 (Frobenius: sqrt(S) times that); tanh' ~ 1 for small inputs
+    bound = T * math.log10(0.5) + (0 if ord == 2 else 0.5 * math.log10(4))
+    assert (logs[0] <= bound + 1e-9).all()
+    assert (logs[0] > bound - 1).all()
+    assert (state_jacobian_norms(cell, inputs, ord=ord)[0] == 0).all()  # why log=True exists
+
+
+# -- closed forms with linear cells -------------------------------------------------------
+
+
+def test_scaled_orthogonal_linear_map():
+    torch.manual_seed(1)
+    a, S, T = 0.9, 5, 50
+    q = torch.linalg.qr(torch.randn(S, S)).Q
+    cell = _linear_cell(a * q)
+    inputs = torch.randn(T, 3, 2)
+    lags = torch.arange(T, -1, -1, dtype=torch.float64)[:, None].expand(T + 1, 3)
+    norms = state_jacobian_norms(cell, inputs)
+    torch.testing.assert_close(norms, a**lags, rtol=1e-10, atol=0)
+    fro = state_jacobian_norms(cell, inputs, ord="fro", log=True)
+    torch.testing.assert_close(fro, lags * math.log10(a) + 0.5 * math.log10(S), rtol=0, atol=1e-10)
+    exponents = lyapunov_exponents(cell, inputs, k=S)
+    torch.testing.assert_close(exponents, torch.full((3, S), math.log(a)), rtol=0, atol=1e-10)
+
+
+def test_diagonal_linear_map_exponents_are_sorted_log_abs_entries():
+    d = torch.tensor([0.5, -1.5, 0.2, 1.1, -0.05])
+    cell = _linear_cell(torch.diag(d))
+    inputs = torch.randn(300, 2, 2)
+    expected = d.abs().log().sort(descending=True).values
+    full = lyapunov_exponents(cell, inputs, k=5, warmup=100)
+    torch.testing.assert_close(full, expected.expand(2, 5), rtol=0, atol=1e-10)
+    leading = lyapunov_exponents(cell, inputs, k=2, warmup=100)  # needs a start off the axes
+    torch.testing.assert_close(leading, expected[:2].expand(2, 2), rtol=0, atol=1e-10)
+    # the spectral norm of diag(d)^L is max|d|^L
+    logs = state_jacobian_norms(cell, inputs[:40], log=True)
+    lags = torch.arange(40, -1, -1, dtype=torch.float64)
+    torch.testing.assert_close(logs[:, 0], lags * math.log10(1.5), rtol=0, atol=1e-10)
+
+
+def test_lyapunov_arguments():
+    cell = RNNCell(2, 3)
+    inputs = torch.randn(5, 1, 2)
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, state_size=3\]"):
+        lyapunov_exponents(cell, inputs, k=4)
+    with pytest.raises(ValueError, match="warmup must be"):
+        lyapunov_exponents(cell, inputs, warmup=5)
+    assert lyapunov_exponents(LSTMCell(2, 3), inputs, k=6).shape == (1, 6)
+
+
+def test_leading_exponent_is_the_decay_rate_of_the_norms():
+    """Both estimate lim (1/L) log ||ds_T/ds_{T-L}||, one forward by QR, one by a fit over lags.
+
+    They differ by finite-length effects: log ||P|| and the QR sum differ by an O(1) alignment
+    term, which a least-squares slope over 300 lags turns into ~1/300 = 0.003 log10 per step.
+    Over 10 seeds at init scales 0.8, 1.0 and 1.2 the difference was at most 0.004 (0.003 at
+    1.0); 0.01 leaves room.
+    """
+    torch.manual_seed(0)
+    cell = RNNCell(2, 16, init="orthogonal", init_scale=1.0)
+    inputs = torch.randn(300, 8, 2)
+    leading = lyapunov_exponents(cell, inputs, k=1, warmup=50)[:, 0].median() / math.log(10)
+    decay_rate, _ = memory_horizon(state_jacobian_norms(cell, inputs, log=True))
+    assert leading < -0.01  # a real decay, so the comparison means something
+    assert decay_rate == pytest.approx(leading.item(), abs=0.01)
+
+
+# -- gradients ----------------------------------------------------------------------------
+
+
+def _reference_state_grads(model, task, inputs, targets):
+    """dL/ds_t by retain_grad on the states of a separate unroll (populates .grad)."""
+    cell = model.cell
+    s = cell.initial_state(inputs[0]).requires_grad_()
+    states = [s]
+    for x in inputs:
+        s = cell.step(x, s)
+        s.retain_grad()
+        states.append(s)
+    outputs = model.readout(cell.hidden(torch.stack(states[1:]))[task.output_steps])
+    task.loss(outputs, targets).backward()
+    return torch.stack([s.grad for s in states])
+
+
+@pytest.mark.parametrize("kind", ["tanh", "gru", "lstm"])
+def test_gradient_norms_match_retain_grad_on_the_copy_task(kind):
+    torch.manual_seed(2)
+    task = CopyTask(seq_len=5)
+    inputs, targets = task.sample(4, torch.Generator().manual_seed(0))
+    model = SequenceModel(CELLS[kind](task.input_size, 6), task.output_size)
+    inputs = inputs.double()
+    norms = gradient_norms(model, task, inputs, targets)
+    assert all(p.grad is None for p in model.parameters())
+    expected = _reference_state_grads(model, task, inputs, targets).norm(dim=-1)
+    assert norms.shape == (inputs.shape[0] + 1, 4)
+    torch.testing.assert_close(norms, expected, rtol=1e-10, atol=1e-14)
+    assert (norms > 0).all()  # every step is scored, so s_T too has a gradient
+
+
+def test_gradient_of_a_last_step_loss_is_the_jacobian_product():
+    """With only s_T scored, dL/ds_t = dL/ds_T ds_T/ds_t: the two modules agree."""
+    torch.manual_seed(3)
+    task = AddingTask(seq_len=10)
+    inputs, targets = task.sample(3, torch.Generator().manual_seed(1))
+    inputs, targets = inputs.double(), targets.double()
+    model = SequenceModel(LSTMCell(2, 4), 1)
+    norms = gradient_norms(model, task, inputs, targets)
+    outputs, states = model(inputs, output_steps=task.output_steps, return_states=True)
+    g_T = torch.autograd.grad(task.loss(outputs, targets), states)[0][-1]  # s_T: no future
+    torch.testing.assert_close(norms[-1], g_T.norm(dim=-1))
+    jac_norms = state_jacobian_norms(model.cell, inputs)
+    assert (norms <= norms[-1] * jac_norms * (1 + 1e-9)).all()  # ||g P|| <= ||g|| ||P||_2
+    g, cell = g_T, model.cell
+    for t in range(inputs.shape[0] - 1, -1, -1):  # g_t = g_{t+1} J_{t+1}
+        g = (g.unsqueeze(1) @ cell.state_jacobian(inputs[t], states[t].detach())).squeeze(1)
+        torch.testing.assert_close(norms[t], g.norm(dim=-1))
+
+
+def test_unscored_last_state_gets_a_zero_gradient_and_any_cell_works():
+    class AllButLast:
+        output_steps = slice(None, -1)
+
+        def loss(self, outputs, targets):
+            return nn.functional.mse_loss(outputs, targets)
+
+    torch.manual_seed(4)
+    model = SequenceModel(_linear_cell(0.5 * torch.eye(3)), 2)
+    inputs = torch.randn(6, 2, 2)
+    norms = gradient_norms(model, AllButLast(), inputs, torch.randn(5, 2, 2))
+    assert (norms[-1] == 0).all() and (norms[:-1] > 0).all()
+
+
+# -- memory horizon -----------------------------------------------------------------------
+
+
+def _synthetic(rate, T, spread=(-0.5, 0.0, 0.5)):
+    """log10 norms (T+1, B): median rate * lag, samples spread symmetrically around it."""
+    lags = torch.arange(T, -1, -1, dtype=torch.float64)[:, None]
+    return rate * lags + torch.tensor(spread)
+
+
+def test_memory_horizon_slope_and_crossing():
+    logs = _synthetic(-0.125, 50)
+    decay_rate, horizon = memory_horizon(logs, threshold=1e-3)
+    assert decay_rate == pytest.approx(-0.125, abs=1e-12)
+    assert horizon == 25.0  # the median is -3 at lag 24, not below 1e-3 until lag 25
+    assert memory_horizon(logs, threshold=1e-7) == (pytest.approx(-0.125), 50.0)  # never: T
+
+
+def test_memory_horizon_handles_minus_infinity_and_even_batches():
+    logs = _synthetic(-0.125, 40, spread=(-1.0, -0.5, 0.5, 1.0))  # median of 4: middle mean
+    logs[:5, 0] = -math.inf  # one dead sample at the longest lags: the median is unaffected
+    assert memory_horizon(logs) == (pytest.approx(-0.125, abs=1e-12), 25.0)
+    logs[:5, :3] = -math.inf  # now the median itself is -inf there: left out of the fit
+    decay_rate, horizon = memory_horizon(logs, threshold=1e-6)
+    assert decay_rate == pytest.approx(-0.125, abs=1e-12)
+    assert horizon == 36.0  # -inf counts as below the threshold
+    rows = torch.full((4, 2), -math.inf)
+    rows[-1] = 0.0
+    rate, horizon = memory_horizon(rows)
+    assert math.isnan(rate) and horizon == 1.0
