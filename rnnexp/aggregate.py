@@ -1,0 +1,77 @@
+"""`python -m rnnexp.aggregate SWEEP_DIR [--csv]`: rebuild a sweep's one table, and report.
+
+The sweep callback does the same at the end of every multirun, but Hydra skips that callback
+when a job process dies (out of memory, a segfault, a killed worker), so this command is the
+one to trust: it reads whatever runs lie in the folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from rnnexp.results import load_runs, write_table
+
+STATUSES = ("ok", "diverged", "failed")
+
+
+def aggregate(sweep_dir: str | Path, csv: bool = False) -> pd.DataFrame:
+    """Write `summary.parquet` (and optionally `summary.csv`) at the sweep root: one row per
+    finished run in the folder, whichever invocation of the sweep produced it."""
+    sweep_dir = Path(sweep_dir)
+    table = load_runs(sweep_dir)
+    if table.empty:
+        return table
+    table = table.drop(columns="run_dir").sort_values("run_id", ignore_index=True)
+    write_table(table, sweep_dir / "summary.parquet")
+    if csv:
+        table.to_csv(sweep_dir / "summary.csv", index=False)
+    return table
+
+
+def report(sweep_dir: str | Path, table: pd.DataFrame, skipped: int = 0, missing: int = 0) -> str:
+    """A one-screen account of a sweep: counts by status, and where the failures' logs are."""
+    sweep_dir = Path(sweep_dir)
+    counts = table["status"].value_counts() if not table.empty else pd.Series(dtype=int)
+    parts = [f"{counts.get(s, 0)} {s}" for s in STATUSES]
+    lines = [
+        f"sweep {sweep_dir}: {len(table)} runs: "
+        + ", ".join(parts)
+        + f" ({skipped} of them skipped as already done)"
+    ]
+    if missing:
+        lines.append(
+            f"{missing} runs of the grid have no result (a job process died?): run the same "
+            "command again to resume; finished runs are skipped."
+        )
+    failed = table[table["status"] == "failed"] if not table.empty else table
+    for _, row in failed.head(10).iterrows():
+        lines.append(
+            f"  failed {row['run_id']}: {row['error']}  log: "
+            f"{sweep_dir / row['run_id'] / 'train.log'}"
+        )
+    if len(failed) > 10:
+        lines.append(f"  ... and {len(failed) - 10} more failed runs")
+    lines.append(f"table: {sweep_dir / 'summary.parquet'}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a sweep folder, e.g. results/sweeps/smoke")
+    parser.add_argument("--csv", action="store_true", help="also write summary.csv")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"error: {args.sweep_dir} is not a folder", file=sys.stderr)
+        return 2
+    table = aggregate(args.sweep_dir, csv=args.csv)
+    print(report(args.sweep_dir, table))
+    return 1 if (not table.empty and (table["status"] == "failed").any()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Structured configs: the schema every composed config is checked against.
+
+The dataclasses below are stored in Hydra's ConfigStore under `schema/`; the YAML files under
+`conf/` extend them, so a misspelt key or a wrong type fails at composition with Hydra's own
+message. Ranges that types cannot express are checked by `check_values`, and the cells' and
+tasks' own constructors check theirs; `ConfigError` carries either as one line naming the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value out of range: the message is one line, `key must be ..., got ...`."""
+
+
+@dataclass
+class RNNConfig:
+    _target_: str = "rnnexp.cells.RNNCell"
+    hidden_size: int = 64
+    nonlinearity: str = "tanh"
+    init: str = "default"
+    init_scale: float = 1.0
+    bias: bool = True
+
+
+@dataclass
+class GRUConfig:
+    _target_: str = "rnnexp.cells.GRUCell"
+    hidden_size: int = 64
+    init: str = "default"
+    init_scale: float = 1.0
+    bias: bool = True
+
+
+@dataclass
+class LSTMConfig:
+    _target_: str = "rnnexp.cells.LSTMCell"
+    hidden_size: int = 64
+    init: str = "default"
+    init_scale: float = 1.0
+    bias: bool = True
+    forget_bias: float | None = None
+    chrono_max_len: int | None = None
+
+
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    clip_grad_norm: float | None = 1.0  # null: no clipping (the norm is still recorded)
+    log_every: int = 10  # a metrics row (train loss, grad norm) every this many steps
+    eval_every: int = 100  # evaluation on the fixed batch every this many steps
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class DiagnosticsConfig:
+    enabled: bool = True
+    batch_size: int = 16  # the first samples of the fixed evaluation batch
+    schedule: str = "log"  # log: `snapshots` log-spaced steps; every: each `every` steps
+    snapshots: int = 8
+    every: int = 500
+    norm: str = "2"  # "2" (spectral) or "fro"
+    threshold: float = 1e-3  # memory horizon: first lag whose median norm falls below this
+    lyapunov_k: int = 1
+
+
+@dataclass
+class Config:
+    cell: Any = MISSING
+    task: Any = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None  # torch threads per run; null: 1 in parallel sweeps, else torch's
+    progress: bool = True
+    rerun: bool = False  # recompute a run even if its folder already holds a finished one
+    name: str = "default"  # the sweep's folder under results/sweeps/
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(group="schema", name="config", node=Config)
+    for name, node in [("rnn", RNNConfig), ("gru", GRUConfig), ("lstm", LSTMConfig)]:
+        cs.store(group="schema/cell", name=name, node=node)
+
+
+def _require(ok: bool, key: str, allowed: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key} must be {allowed}, got {value!r}")
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Range checks for the trainer's own keys, before any work starts."""
+    t, d = cfg.train, cfg.diagnostics
+    _require(t.steps >= 1, "train.steps", "an integer >= 1", t.steps)
+    _require(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
+    _require(t.optimizer in OPTIMIZERS, "train.optimizer", f"one of {OPTIMIZERS}", t.optimizer)
+    _require(t.lr > 0, "train.lr", "a number > 0", t.lr)
+    _require(
+        t.clip_grad_norm is None or t.clip_grad_norm > 0,
+        "train.clip_grad_norm",
+        "null or a number > 0",
+        t.clip_grad_norm,
+    )
+    _require(t.log_every >= 1, "train.log_every", "an integer >= 1", t.log_every)
+    _require(t.eval_every >= 1, "train.eval_every", "an integer >= 1", t.eval_every)
+    _require(t.eval_batch_size >= 1, "train.eval_batch_size", "an integer >= 1", t.eval_batch_size)
+    _require(d.batch_size >= 1, "diagnostics.batch_size", "an integer >= 1", d.batch_size)
+    _require(
+        d.batch_size <= t.eval_batch_size,
+        "diagnostics.batch_size",
+        f"<= train.eval_batch_size ({t.eval_batch_size})",
+        d.batch_size,
+    )
+    _require(d.schedule in ("log", "every"), "diagnostics.schedule", "'log' or 'every'", d.schedule)
+    _require(d.snapshots >= 2, "diagnostics.snapshots", "an integer >= 2", d.snapshots)
+    _require(d.every >= 1, "diagnostics.every", "an integer >= 1", d.every)
+    _require(d.norm in ("2", "fro"), "diagnostics.norm", "'2' or 'fro'", d.norm)
+    _require(0 < d.threshold < 1, "diagnostics.threshold", "a number in (0, 1)", d.threshold)
+    _require(d.lyapunov_k >= 1, "diagnostics.lyapunov_k", "an integer >= 1", d.lyapunov_k)
+    _require(cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)
+    _require(
+        cfg.threads is None or cfg.threads >= 1, "threads", "null or an integer >= 1", cfg.threads
+    )
+
+
+# Keys that change neither what a run computes nor its tables.
+NOT_HASHED = ("hydra", "rerun", "progress", "threads", "name")
+
+
+def run_id(cfg: DictConfig) -> str:
+    """A short hash of the resolved config, without Hydra's internals and output settings.
+
+    Sweep folders are named by it, so a re-run of a sweep finds its finished runs whatever the
+    job numbers, and a changed YAML default is a new run rather than a stale reuse.
+    """
+    kept = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in NOT_HASHED])
+    blob = json.dumps(OmegaConf.to_container(kept, resolve=True), sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def _run_id_resolver(*, _root_: DictConfig) -> str:
+    return run_id(_root_)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("run_id"):
+        OmegaConf.register_new_resolver("run_id", _run_id_resolver)

@@ -1,0 +1,116 @@
+"""Table I/O: every run's tables are Parquet files beside its resolved config.
+
+A run folder holds `config.yaml` (the resolved config), `summary.parquet` (one row, written
+last, so its presence means the run finished as ok, diverged or failed), `metrics.parquet`,
+`model.pt` (the final state_dict) and, with diagnostics on, `jacobians.parquet` and
+`gradients.parquet`. Nothing in it needs the
+code to be read. Every write is atomic (a temporary file, then a rename), so a killed run never
+leaves a truncated table.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+TABLES = ("summary", "metrics", "jacobians", "gradients")
+FINISHED = ("ok", "diverged")  # statuses a resumed sweep does not recompute
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `path`, renamed onto it if the block succeeds.
+
+    Readers see the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def config_columns(cfg: Mapping[str, Any], choices: Mapping[str, str]) -> dict[str, Any]:
+    """The config values a sweep may vary, as flat summary columns.
+
+    `cell` and `task` hold the config choices' names (e.g. irnn, copy), not the classes. The
+    cell's, task's and train's keys keep their own names (hidden_size, seq_len, lr, ...); a task
+    key that would clash with one of those is prefixed `task_`.
+    """
+    cols: dict[str, Any] = {"cell": choices["cell"], "task": choices["task"], "seed": cfg["seed"]}
+    for group in ("cell", "train", "task"):
+        for key, value in cfg[group].items():
+            if key.startswith("_"):
+                continue
+            cols[f"task_{key}" if group == "task" and key in cols else key] = value
+    return cols
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run's summary row as a dict, or None if the run never finished."""
+    path = Path(run_dir) / "summary.parquet"
+    if not path.exists():
+        return None
+    return pd.read_parquet(path).iloc[0].to_dict()
+
+
+def run_dirs(path: str | os.PathLike) -> Iterator[Path]:
+    """Finished run folders under `path` (itself included), in a stable order."""
+    root = Path(path)
+    for summary in sorted(root.rglob("summary.parquet")):
+        if (summary.parent / "config.yaml").exists():
+            yield summary.parent
+
+
+def load_runs(path: str | os.PathLike, table: str = "summary") -> pd.DataFrame:
+    """One DataFrame with `table` of every finished run under `path`, config columns included.
+
+    For the per-step tables (metrics, jacobians, gradients) each row also carries its run's
+    config columns and `run_id`, so a notebook can group by cell, seq_len, seed, ... directly.
+    `run_dir` is added on loading (it is where the run lies now, not part of the results).
+    """
+    if table not in TABLES:
+        raise ValueError(f"table must be one of {', '.join(TABLES)}; got {table!r}")
+    frames = []
+    for run in run_dirs(path):
+        summary = pd.read_parquet(run / "summary.parquet")
+        if table == "summary":
+            frame = summary
+        else:
+            file = run / f"{table}.parquet"
+            if not file.exists():
+                continue
+            frame = summary[_config_names(summary)].merge(pd.read_parquet(file), how="cross")
+        frames.append(frame.assign(run_dir=str(run)))
+    if not frames:
+        return pd.DataFrame()
+    table = pd.concat(frames, ignore_index=True).infer_objects()
+    # runs of different tasks have different config keys: keep every config column first
+    config = [*dict.fromkeys(c for f in frames for c in _config_names(f) if c != "run_id")]
+    config.append("run_id")
+    return table[config + [c for c in table.columns if c not in config]]
+
+
+def _config_names(table: pd.DataFrame) -> list[str]:
+    """The config columns of a run's table: up to `run_id`, which ends them in a summary."""
+    names = list(table.columns)
+    return names[: names.index("run_id") + 1] if "run_id" in names else []

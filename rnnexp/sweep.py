@@ -1,0 +1,96 @@
+"""Hydra callback for multiruns: check the whole grid before any job, aggregate after the last.
+
+Scheduling is Hydra's: its launchers (basic, joblib, submitit) run the jobs. This callback
+only adds what a sweep of hundreds of runs needs around them:
+
+- before any job starts, every grid point is composed and checked as a single run would be,
+  so a bad value fails at once with the same one-line message, not after hours of jobs;
+- after the last job, the sweep's one table (`summary.parquet` at the sweep root), a report,
+  and a non-zero exit if any run failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra import compose
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from rnnexp.aggregate import aggregate, report
+from rnnexp.config import ConfigError, run_id
+
+
+def grid_points(config: DictConfig) -> list[list[str]]:
+    """Every job's overrides, expanded the way the basic sweeper does it.
+
+    The grid is `hydra.sweeper.params` (an experiment's) extended by the command line's
+    overrides, later keys winning, as in Hydra's BasicSweeper.
+    """
+    params = config.hydra.sweeper.get("params") or {}
+    overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    # a search path given on the command line must hold when each point is composed
+    search = [o for o in config.hydra.overrides.hydra if o.startswith("hydra.searchpath")]
+    return [search + point for point in BasicSweeper.split_arguments(parsed, None)[0]]
+
+
+def check_grid(config: DictConfig) -> set[str]:
+    """Compose and build every grid point; raises ConfigError for the first bad one.
+
+    Building (task and model) is cheap next to training; points differing only in seed are
+    built once. Returns the grid's run ids (the names of the run folders).
+    """
+    from rnnexp.train import build  # the entry point's own checks, no copy of them
+
+    run_ids, seen = set(), set()
+    for overrides in grid_points(config):
+        try:
+            cfg = compose(config.hydra.job.config_name, overrides=overrides)
+        except HydraException as e:
+            raise ConfigError(f"{' '.join(overrides)}: {str(e).splitlines()[0]}") from e
+        run_ids.add(run_id(cfg))
+        key = json.dumps(
+            OmegaConf.to_container(
+                OmegaConf.masked_copy(cfg, [k for k in cfg if k != "seed"]), resolve=True
+            ),
+            sort_keys=True,
+        )
+        if key not in seen:
+            seen.add(key)
+            build(cfg)
+    return run_ids
+
+
+class SweepCallback(Callback):
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.grid: set[str] = set()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
+        try:
+            self.grid = check_grid(config)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        table = aggregate(sweep_dir)
+        done = set(table["run_id"]) if not table.empty else set()
+        skipped = sum(
+            (sweep_dir / run / "summary.parquet").stat().st_mtime < self.started
+            for run in self.grid & done
+        )
+        missing = len(self.grid - done)
+        print(report(sweep_dir, table, skipped=skipped, missing=missing))
+        if not table.empty and (table["status"] == "failed").any():
+            sys.exit(1)

@@ -1,0 +1,329 @@
+"""`python -m rnnexp.train`: train one cell on one task, and write its tables beside its config.
+
+    python -m rnnexp.train cell=gru cell.hidden_size=64 task=adding task.seq_len=100 seed=3
+
+The loop is plain: sample a batch, forward, loss, backward, clip, step. Every `eval_every`
+steps the model is scored on a fixed evaluation batch (the same for every run of a task), and
+on the diagnostics schedule the Jacobian-product and gradient norms are recorded. A NaN or inf
+loss ends the run early with status `diverged`: in a study of exploding gradients that is a
+result, not a crash.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pandas as pd
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from rnnexp import diagnostics
+from rnnexp.config import (
+    ConfigError,
+    check_values,
+    register_configs,
+    register_resolvers,
+    run_id,
+)
+from rnnexp.model import SequenceModel
+from rnnexp.results import (
+    FINISHED,
+    atomic_path,
+    config_columns,
+    read_summary,
+    write_table,
+    write_text,
+)
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED = 20240601  # evaluation batches depend on the task only, never on the run's seed
+TORCH_THREADS = torch.get_num_threads()  # the default, restored for runs that ask for it
+OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
+
+register_configs()
+register_resolvers()
+
+
+def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, with a constructor's complaint turned into one line."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, ValueError):  # our constructors start with the argument's name
+            raise ConfigError(f"{group}.{cause}") from cause
+        if isinstance(cause, TypeError):  # an argument the constructor does not take
+            raise ConfigError(f"{group}: {cause}") from cause
+        if isinstance(cause, ImportError) or cause is None:  # the _target_ itself is wrong
+            raise ConfigError(f"{group}: {str(e).splitlines()[0]}") from e
+        raise
+
+
+def build(cfg: DictConfig) -> tuple[Any, SequenceModel]:
+    """Check the values and instantiate the task and the model; raises ConfigError."""
+    check_values(cfg)
+    task = _instantiate("task", cfg.task)
+    cell = _instantiate("cell", cfg.cell, input_size=task.input_size)
+    return task, SequenceModel(cell, task.output_size)
+
+
+def _set_global_state(cfg: DictConfig, parallel: bool) -> None:
+    """Seed and thread settings, at the start of every run: joblib reuses its workers."""
+    threads = cfg.threads or (1 if parallel else TORCH_THREADS)
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+
+
+@torch.no_grad()
+def evaluate(model: SequenceModel, task, inputs: torch.Tensor, targets: torch.Tensor):
+    outputs = model(inputs, output_steps=task.output_steps)
+    return task.loss(outputs, targets).item(), float(task.accuracy(outputs, targets))
+
+
+def fit(cfg: DictConfig, task, model: SequenceModel, run_dir: Path, label: str) -> dict:
+    """Train, writing metrics (and diagnostics) tables as it goes; returns the summary values."""
+    tc, device = cfg.train, torch.device(cfg.device)
+    model.to(device)
+    params = list(model.parameters())
+    optimizer = OPTIMIZERS[tc.optimizer](params, lr=tc.lr)
+    data = torch.Generator().manual_seed(cfg.seed)
+    fixed = torch.Generator().manual_seed(EVAL_SEED)
+    eval_inputs, eval_targets = (x.to(device) for x in task.sample(tc.eval_batch_size, fixed))
+    diag_at = set(diagnostics.snapshot_steps(cfg.diagnostics, tc.steps))
+    if not cfg.diagnostics.enabled:
+        diag_at = set()
+    diag_batch = (
+        eval_inputs[:, : cfg.diagnostics.batch_size],
+        eval_targets[:, : cfg.diagnostics.batch_size],
+    )
+
+    rows: list[dict] = []
+    jacobian_tables, gradient_tables, diag_numbers = [], [], {}
+    losses, grad_norms = [], []
+    status, solved_step, best_accuracy = "ok", None, -math.inf
+    start = time.perf_counter()
+
+    def record(step: int, evaluated: bool) -> None:
+        nonlocal solved_step, best_accuracy
+        row = {
+            "step": step,
+            "train_loss": math.nan,
+            "grad_norm": math.nan,
+            "grad_norm_max": math.nan,
+            "eval_loss": math.nan,
+            "eval_accuracy": math.nan,
+        }
+        if losses:
+            row |= {
+                "train_loss": sum(losses) / len(losses),
+                "grad_norm": sum(grad_norms) / len(grad_norms),
+                "grad_norm_max": max(grad_norms),
+            }
+            losses.clear()
+            grad_norms.clear()
+        if evaluated:
+            row["eval_loss"], row["eval_accuracy"] = evaluate(
+                model, task, eval_inputs, eval_targets
+            )
+            best_accuracy = max(best_accuracy, row["eval_accuracy"])
+            if solved_step is None and row["eval_accuracy"] >= task.solved_accuracy:
+                solved_step = step
+            bar.set_postfix(
+                eval_loss=f"{row['eval_loss']:.4g}", eval_acc=f"{row['eval_accuracy']:.3f}"
+            )
+        rows.append(row | {"wall_seconds": time.perf_counter() - start})
+        if evaluated:  # keep what is done on disk, in case the run is killed
+            write_table(pd.DataFrame(rows), run_dir / "metrics.parquet")
+
+    def take_snapshot(step: int) -> None:
+        jac, grad, numbers = diagnostics.snapshot(model, task, *diag_batch, cfg.diagnostics, step)
+        jacobian_tables.append(jac)
+        gradient_tables.append(grad)
+        tag = "init" if step == 0 else "final"
+        if step in (0, tc.steps):
+            diag_numbers.update({f"{k}_{tag}": v for k, v in numbers.items()})
+
+    bar = tqdm(
+        total=tc.steps,
+        desc=label,
+        disable=None if cfg.progress else True,
+        mininterval=0.5,
+        leave=False,
+    )
+    record(0, evaluated=True)
+    if 0 in diag_at:
+        take_snapshot(0)
+    for step in range(1, tc.steps + 1):
+        inputs, targets = (x.to(device) for x in task.sample(tc.batch_size, data))
+        loss = task.loss(model(inputs, output_steps=task.output_steps), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        losses.append(loss.item())
+        grad_norms.append(grad_norm.item())
+        if not (math.isfinite(losses[-1]) and math.isfinite(grad_norms[-1])):
+            status = "diverged"
+            record(step, evaluated=True)
+            break
+        if tc.clip_grad_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(params, tc.clip_grad_norm, grad_norm)
+        optimizer.step()
+        bar.update()
+        evaluated = step % tc.eval_every == 0 or step == tc.steps
+        if evaluated or step % tc.log_every == 0:
+            record(step, evaluated)
+        if step in diag_at:
+            take_snapshot(step)
+    bar.close()
+
+    if jacobian_tables:
+        write_table(pd.concat(jacobian_tables, ignore_index=True), run_dir / "jacobians.parquet")
+        write_table(pd.concat(gradient_tables, ignore_index=True), run_dir / "gradients.parquet")
+    write_table(pd.DataFrame(rows), run_dir / "metrics.parquet")
+    with atomic_path(run_dir / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
+    last = rows[-1]
+    return {
+        "status": status,
+        "error": None,
+        "steps_done": last["step"],
+        "final_eval_loss": last["eval_loss"],
+        "final_eval_accuracy": last["eval_accuracy"],
+        "best_eval_accuracy": best_accuracy,
+        "baseline_loss": float(task.baseline_loss),
+        "solved_step": solved_step,
+        "n_params": model.n_params(),
+    } | diag_numbers
+
+
+# The summary's result columns, after the config columns, and their types: a failed run has
+# the same columns as a finished one, empty where it got no value.
+RESULT_TYPES = (
+    {
+        "status": "str",
+        "error": "str",
+        "steps_done": "Int64",
+        "final_eval_loss": "float64",
+        "final_eval_accuracy": "float64",
+        "best_eval_accuracy": "float64",
+        "baseline_loss": "float64",
+        "solved_step": "Int64",
+        "n_params": "Int64",
+    }
+    | {
+        f"{k}_{tag}": "float64"
+        for tag in ("init", "final")
+        for k in ("memory_horizon", "log10_decay_rate", "lyapunov_exponent")
+    }
+    | {"wall_seconds": "float64"}
+)
+
+
+def write_summary(run_dir: Path, columns: dict, values: dict) -> None:
+    row = columns | {key: values.get(key) for key in RESULT_TYPES}
+    frame = pd.DataFrame([row]).astype(RESULT_TYPES)
+    write_table(frame, run_dir / "summary.parquet")
+
+
+def run(cfg: DictConfig, run_dir: Path, names: dict[str, str], parallel: bool = False) -> dict:
+    """One run into `run_dir`: config.yaml, then the tables, the summary last.
+
+    Raises ConfigError before writing anything if the config is invalid. Any other exception
+    is recorded as status `failed` with its message and re-raised.
+    """
+    _set_global_state(cfg, parallel)
+    task, model = build(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
+    columns = config_columns(OmegaConf.to_container(cfg, resolve=True), names)
+    columns["run_id"] = run_id(cfg)
+    label = f"{names['cell']} {names['task']} T={columns.get('seq_len', '?')} seed={cfg.seed}"
+    start = time.perf_counter()
+    try:
+        values = fit(cfg, task, model, run_dir, label)
+    except Exception as e:  # not KeyboardInterrupt: an interrupted run stays unfinished
+        failed = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        write_summary(run_dir, columns, failed | {"wall_seconds": time.perf_counter() - start})
+        raise
+    values["wall_seconds"] = time.perf_counter() - start
+    write_summary(run_dir, columns, values)
+    return columns | values
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def app(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    names = {group: hc.runtime.choices.get(group) for group in ("cell", "task")}
+    multirun = hc.mode == RunMode.MULTIRUN
+    parallel = multirun and "BasicLauncher" not in hc.launcher._target_
+    prior = read_summary(run_dir)
+    if prior is not None and prior["status"] in FINISHED and not cfg.rerun:
+        log.info("skipped: %s already holds a finished run (%s)", run_dir, prior["status"])
+        return
+    try:
+        summary = run(cfg, run_dir, names, parallel)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Exception:
+        log.error("run failed; its summary says so\n%s", traceback.format_exc())
+        if not multirun:
+            sys.exit(1)
+        return
+    log.info(
+        "%s: final eval loss %.4g (baseline %.4g), accuracy %.3f. Tables in %s",
+        summary["status"],
+        summary["final_eval_loss"],
+        summary["baseline_loss"],
+        summary["final_eval_accuracy"],
+        run_dir,
+    )
+
+
+# hydra/launcher choices -> (plugin module, package to install)
+LAUNCHER_PLUGINS = {
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+    "submitit": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "ray": ("hydra_plugins.hydra_ray_launcher", "hydra-ray-launcher"),
+}
+
+
+def missing_launcher(argv: list[str]) -> str | None:
+    """The one-line error for a launcher whose plugin is not installed, else None.
+
+    Hydra would only say that the config `hydra/launcher/NAME` is not found.
+    """
+    for arg in argv:
+        if arg.startswith("hydra/launcher="):
+            choice = arg.split("=", 1)[1]
+            for prefix, (module, package) in LAUNCHER_PLUGINS.items():
+                if choice.startswith(prefix) and importlib.util.find_spec(module) is None:
+                    return f"hydra/launcher={choice} needs {package}: pip install {package}"
+    return None
+
+
+def main() -> None:
+    """Entry point of `python -m rnnexp.train` and `rnnexp-train`."""
+    if (error := missing_launcher(sys.argv[1:])) is not None:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    app()
+
+
+if __name__ == "__main__":
+    main()

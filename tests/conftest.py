@@ -1,0 +1,54 @@
+"""Shared helpers: run the command-line entry points as a user would, in a subprocess."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A few steps of a tiny model: enough to exercise every code path, quick on 2 cores.
+TINY = [
+    "train.steps=6",
+    "train.eval_every=3",
+    "train.log_every=2",
+    "train.eval_batch_size=32",
+    "train.batch_size=8",
+    "diagnostics.batch_size=4",
+    "diagnostics.snapshots=3",
+    "cell.hidden_size=8",
+    "task.seq_len=6",
+    "progress=false",
+]
+
+
+def cli(
+    *args: str, module: str = "rnnexp.train", timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """`python -m module args...` from the repository root; stdout and stderr captured."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    # one torch thread per run: two threads on a busy 2-core machine spin-wait for each other
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+# The Hydra override that adds tests/conf/ to the config search path: tasks from outside.
+TESTS_CONF = f"hydra.searchpath=[file://{REPO / 'tests' / 'conf'}]"
+
+
+@pytest.fixture
+def ok():
+    def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    return check

@@ -1,0 +1,151 @@
+"""Sweeps through Hydra's launchers: resume after a kill, failure isolation, one table."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from conftest import REPO, TESTS_CONF, TINY, cli
+
+from rnnexp.results import load_runs
+
+
+def _sweep_table(sweep_dir) -> pd.DataFrame:
+    table = pd.read_parquet(sweep_dir / "summary.parquet")
+    return table.drop(columns=[c for c in table.columns if "wall" in c])
+
+
+GRID = ["cell=rnn,gru", "task.seq_len=4,5,6"]  # six tiny runs
+BASE = [a for a in TINY if not a.startswith("task.seq_len")]  # the grid sets it
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_sweep(tmp_path):
+    reference = tmp_path / "reference"
+    assert cli("-m", *GRID, *BASE, f"hydra.sweep.dir={reference}").returncode == 0
+
+    resumed = tmp_path / "resumed"
+    args = ["-m", *GRID, *BASE, f"hydra.sweep.dir={resumed}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rnnexp.train", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, killed as a whole
+    )
+    deadline = time.monotonic() + 120
+    while len(list(resumed.glob("*/summary.parquet"))) < 2:
+        assert process.poll() is None, "the sweep ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = {p.parent.name for p in resumed.glob("*/summary.parquet")}
+    assert 2 <= len(done_before) < 6
+
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"({len(done_before)} of them skipped as already done)" in result.stdout
+    table = _sweep_table(resumed)
+    assert table.run_id.is_unique and len(table) == 6
+    pd.testing.assert_frame_equal(table, _sweep_table(reference))
+    # the finished runs were not recomputed: their files are those of the first invocation
+    for run_id in done_before:
+        metrics = pd.read_parquet(resumed / run_id / "metrics.parquet")
+        assert len(metrics) == len(pd.read_parquet(reference / run_id / "metrics.parquet"))
+
+
+def test_rerun_true_recomputes(tmp_path):
+    args = ["-m", "cell=rnn", *TINY, f"hydra.sweep.dir={tmp_path}"]
+    assert cli(*args).returncode == 0
+    (summary,) = tmp_path.glob("*/summary.parquet")
+    first = summary.stat().st_mtime_ns
+    assert "1 of them skipped" in cli(*args).stdout
+    assert summary.stat().st_mtime_ns == first
+    assert "0 of them skipped" in cli(*args, "rerun=true").stdout
+    assert summary.stat().st_mtime_ns > first
+
+
+def test_a_failing_run_does_not_sink_the_sweep(tmp_path):
+    result = cli(
+        "-m",
+        TESTS_CONF,
+        "task=last_bit",
+        "task.fail_at_seq_len=5",
+        "task.seq_len=4,5,6",
+        *[a for a in TINY if not a.startswith("task.")],
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 1
+    table = pd.read_parquet(tmp_path / "summary.parquet").set_index("seq_len")
+    assert table.status.to_dict() == {4: "ok", 5: "failed", 6: "ok"}
+    assert table.loc[5, "error"] == "RuntimeError: this task is built to fail at seq_len=5"
+    assert "3 runs: 2 ok, 0 diverged, 1 failed" in result.stdout
+    log = tmp_path / table.loc[5, "run_id"] / "train.log"
+    assert str(log) in result.stdout
+    assert "Traceback" in log.read_text()
+
+
+def test_a_bad_grid_value_fails_before_any_job(tmp_path):
+    result = cli("-m", "task.seq_len=10,0", *BASE, f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: task.seq_len must be an integer >= 2, got 0"
+    assert not list(tmp_path.glob("*/config.yaml"))
+
+
+def test_aggregate_command_rebuilds_the_table(tmp_path):
+    assert cli("-m", "cell=rnn,gru", *TINY, f"hydra.sweep.dir={tmp_path}").returncode == 0
+    (tmp_path / "summary.parquet").unlink()
+    result = cli(str(tmp_path), "--csv", module="rnnexp.aggregate")
+    assert result.returncode == 0, result.stderr
+    assert "2 runs: 2 ok, 0 diverged, 0 failed" in result.stdout
+    table = pd.read_parquet(tmp_path / "summary.parquet")
+    assert sorted(table.cell) == ["gru", "rnn"]
+    csv = pd.read_csv(tmp_path / "summary.csv")
+    assert list(csv.columns) == list(table.columns) and len(csv) == 2
+    loaded = load_runs(tmp_path)  # the sweep-level table is not mistaken for a run
+    assert len(loaded) == 2
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_local"]],
+    ids=["joblib", "submitit_local"],
+)
+def test_parallel_launchers(tmp_path, launcher):
+    result = cli("-m", "cell=rnn,lstm", *TINY, *launcher, f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_parquet(tmp_path / "summary.parquet")
+    assert sorted(table.cell) == ["lstm", "rnn"] and (table.status == "ok").all()
+    # every job ran in a process of its own, with one torch thread
+    assert len(list(tmp_path.glob("*/metrics.parquet"))) == 2
+
+
+def test_missing_launcher_plugin_names_the_package(tmp_path):
+    result = cli("-m", "hydra/launcher=ray", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: hydra/launcher=ray needs hydra-ray-launcher: pip install hydra-ray-launcher"
+    )
+
+
+def test_smoke_experiment_grid(tmp_path):
+    result = cli(
+        "-m",
+        "experiment=smoke",
+        "train.steps=4",
+        "train.eval_every=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_parquet(tmp_path / "summary.parquet")
+    assert len(table) == 8 and (table.status == "ok").all()
+    assert set(table.cell) == {"rnn", "irnn", "gru", "lstm"}
+    assert set(table.task) == {"adding", "copy"}
+    assert (table.hidden_size == 16).all() and (table.seq_len == 10).all()

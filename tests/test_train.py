@@ -1,0 +1,212 @@
+"""The training entry point end to end, through the command line as a user runs it."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+from conftest import TESTS_CONF, TINY, cli
+
+from rnnexp.results import load_runs
+
+METRICS = [
+    "step",
+    "train_loss",
+    "grad_norm",
+    "grad_norm_max",
+    "eval_loss",
+    "eval_accuracy",
+    "wall_seconds",
+]
+RESULTS = [
+    "status",
+    "error",
+    "steps_done",
+    "final_eval_loss",
+    "final_eval_accuracy",
+    "best_eval_accuracy",
+    "baseline_loss",
+    "solved_step",
+    "n_params",
+    "memory_horizon_init",
+    "log10_decay_rate_init",
+    "lyapunov_exponent_init",
+    "memory_horizon_final",
+    "log10_decay_rate_final",
+    "lyapunov_exponent_final",
+    "wall_seconds",
+]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """Every cell on both tasks, a few steps each, in one basic-launcher multirun."""
+    out = tmp_path_factory.mktemp("grid")
+    result = cli(
+        "-m", "cell=rnn,irnn,gru,lstm", "task=adding,copy", *TINY, f"hydra.sweep.dir={out}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_every_cell_trains_on_both_tasks(grid):
+    summary = load_runs(grid)
+    assert sorted(zip(summary.cell, summary.task, strict=True)) == sorted(
+        (c, t) for c in ("rnn", "irnn", "gru", "lstm") for t in ("adding", "copy")
+    )
+    assert (summary.status == "ok").all()
+    assert summary.run_id.is_unique
+
+
+def test_summary_columns(grid):
+    s = load_runs(grid).set_index(["cell", "task"])
+    config = ["hidden_size", "init", "lr", "optimizer", "seq_len", "seed", "batch_size", "steps"]
+    assert set(config) <= set(s.columns)
+    assert list(s.columns[-len(RESULTS) - 1 : -1]) == RESULTS  # then run_dir, added on load
+    assert (s.hidden_size == 8).all() and (s.seq_len == 6).all() and (s.steps_done == 6).all()
+    assert s.loc[("irnn", "adding"), "init"] == "identity"
+    assert s.loc[("irnn", "adding"), "nonlinearity"] == "relu"
+    assert s.loc[("lstm", "adding"), "baseline_loss"] == pytest.approx(1 / 6)
+    assert s.loc[("lstm", "copy"), "baseline_loss"] == pytest.approx(10 * math.log(8) / 26)
+    # n_params: 4 gates x (n + m + 2) x m, plus the readout m x out + out
+    assert s.loc[("lstm", "adding"), "n_params"] == 4 * (2 + 8 + 2) * 8 + 8 + 1
+    assert s.loc[("rnn", "copy"), "n_params"] == (10 + 8 + 2) * 8 + 9 * 8 + 9
+    assert s.solved_step.dtype == "Int64"
+    assert s.error.isna().all()
+    for column in RESULTS[3:-1]:
+        assert pd.api.types.is_numeric_dtype(s[column]), column
+    assert s.memory_horizon_init.between(0, 26).all()
+    assert s.final_eval_accuracy.between(0, 1).all()
+
+
+def test_metrics_table(grid):
+    m = load_runs(grid, table="metrics")
+    columns = list(m.columns)
+    assert columns[columns.index("run_id") + 1 :] == [*METRICS, "run_dir"]  # after the config
+    one = m[(m.cell == "gru") & (m.task == "copy")]
+    assert one.step.tolist() == [0, 2, 3, 4, 6]  # log_every=2, eval_every=3, and step 0
+    assert one.eval_loss.notna().tolist() == [True, False, True, False, True]
+    assert math.isnan(one.train_loss.iloc[0])  # nothing trained at step 0
+    assert (one.grad_norm_max >= one.grad_norm).iloc[1:].all()
+    assert one.wall_seconds.is_monotonic_increasing
+    summary = load_runs(grid).set_index(["cell", "task"]).loc[("gru", "copy")]
+    assert summary.final_eval_loss == one.eval_loss.iloc[-1]
+    assert summary.best_eval_accuracy == one.eval_accuracy.max()
+
+
+def test_diagnostics_tables(grid):
+    j = load_runs(grid, table="jacobians")
+    one = j[(j.cell == "lstm") & (j.task == "adding")]
+    assert sorted(one.step.unique()) == [0, 2, 6]  # init, the log-spaced middle, the end
+    snap = one[one.step == 0]
+    assert snap.t.tolist() == list(range(7)) and snap.lag.tolist() == list(range(6, -1, -1))
+    assert (snap.norm == "2").all()
+    last = snap[snap.lag == 0].iloc[0]  # ds_T/ds_T is the identity
+    assert last.log10_jacobian_norm_median == pytest.approx(0, abs=1e-6)
+    stats = snap[
+        ["log10_jacobian_norm_q10", "log10_jacobian_norm_median", "log10_jacobian_norm_q90"]
+    ].to_numpy()
+    assert (stats[:, 0] <= stats[:, 1] + 1e-12).all() and (stats[:, 1] <= stats[:, 2] + 1e-12).all()
+    g = load_runs(grid, table="gradients")
+    assert {"step", "t", "log10_grad_norm_median", "cell"} <= set(g.columns)
+    assert len(g[(g.cell == "lstm") & (g.task == "adding")]) == 3 * 7
+
+
+def test_same_config_and_seed_give_identical_tables(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        result = cli("cell=gru", "task=copy", *TINY, f"hydra.run.dir={out}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(out)
+    for table in ("summary", "metrics", "jacobians", "gradients"):
+        a, b = (pd.read_parquet(r / f"{table}.parquet") for r in runs)
+        wall = [c for c in a.columns if "wall" in c]
+        pd.testing.assert_frame_equal(a.drop(columns=wall), b.drop(columns=wall))
+    other = cli("cell=gru", "task=copy", *TINY, "seed=1", f"hydra.run.dir={tmp_path / 'c'}")
+    assert other.returncode == 0
+    a, c = (pd.read_parquet(r / "metrics.parquet") for r in (runs[0], tmp_path / "c"))
+    assert not a.train_loss.iloc[1:].equals(c.train_loss.iloc[1:])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("task.seq_len=0", "error: task.seq_len must be an integer >= 2, got 0"),
+        ("cell.hidden_size=0", "error: cell.hidden_size must be an integer >= 1, got 0"),
+        ("train.lr=-1", "error: train.lr must be a number > 0, got -1.0"),
+        (
+            "train.optimizer=adamw",
+            "error: train.optimizer must be one of ('adam', 'rmsprop', 'sgd')",
+        ),
+        ("cell.init=xavier", "error: cell.init must be one of default, orthogonal, identity"),
+    ],
+)
+def test_bad_values_end_with_one_line(tmp_path, override, message):
+    tiny = [a for a in TINY if not a.startswith(("cell.", "task."))]
+    result = cli(override, *tiny, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert not (tmp_path / "summary.parquet").exists()
+
+
+def test_unknown_cell_lists_the_available_ones(tmp_path):
+    result = cli("cell=foo", f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0
+    assert "Could not find 'cell/foo'" in result.stderr
+    for name in ("gru", "irnn", "lstm", "rnn"):
+        assert f"\t{name}\n" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_misspelt_key_fails_at_once(tmp_path):
+    result = cli("+cell.hiden_size=8", f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0 and "hiden_size" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_divergence_is_recorded_not_raised(tmp_path):
+    result = cli(
+        "cell=irnn",
+        "train.optimizer=sgd",
+        "train.lr=1e6",
+        "train.clip_grad_norm=null",
+        *TINY,
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = pd.read_parquet(tmp_path / "summary.parquet").iloc[0]
+    assert summary.status == "diverged"
+    assert summary.steps_done < 6
+    metrics = pd.read_parquet(tmp_path / "metrics.parquet")
+    last = metrics.iloc[-1]
+    assert not (math.isfinite(last.train_loss) and math.isfinite(last.grad_norm))
+
+
+def test_task_defined_outside_the_package_trains(tmp_path):
+    result = cli(TESTS_CONF, "task=last_bit", "cell=gru", *TINY, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = pd.read_parquet(tmp_path / "summary.parquet").iloc[0]
+    assert summary.status == "ok" and summary.task == "last_bit" and summary.seq_len == 6
+    assert summary.baseline_loss == pytest.approx(math.log(2))
+
+
+def test_lstm_learns_the_adding_problem_at_t20(tmp_path):
+    result = cli(
+        "cell=lstm",
+        "task.seq_len=20",
+        "train.steps=300",
+        "train.lr=1e-2",
+        "train.eval_every=100",
+        "diagnostics.enabled=false",
+        "progress=false",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = pd.read_parquet(tmp_path / "summary.parquet").iloc[0]
+    assert summary.final_eval_loss < 0.5 * summary.baseline_loss
+    config = (tmp_path / "config.yaml").read_text()
+    assert "seq_len: 20" in config and "${" not in config  # resolved
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert "cell.weight_hh" in state
