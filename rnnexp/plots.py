@@ -1,0 +1,863 @@
+"""Figures from the result tables: one function per figure, DataFrames in, a Figure out.
+
+The functions read only what `rnnexp.results.load_runs` returns, so a figure can be redrawn
+from a sweep folder long after the code that trained it has changed. They build figures
+without pyplot (no backend to choose, no global list of open figures) inside `style()`, the one
+place the paper style lives; `save` writes a PNG for the README and a PDF for papers. A cell
+keeps its colour in every figure (`cell_color`) and cells appear in one fixed order
+(`cell_order`), so figures can be read side by side.
+
+Data conventions, shared by every figure: a cell with no rows is left out; curves use runs
+with status ok only (a diverged run has no meaningful curve); NaN and ±inf (a dead relu gives
+log10 0 = -inf) are missing values; several seeds of a cell are averaged. Runs that differ in
+anything but the seed are never silently pooled: the task, seq_len and hidden size must be
+single-valued where a figure averages over runs (`ValueError` otherwise), and a warning names
+any other config key that varies within a cell.
+
+`scripts/plot_*.py` are thin command-line wrappers around `script_main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, NullLocator
+
+from rnnexp.results import atomic_path, load_runs
+
+# --- style -------------------------------------------------------------------------------------
+
+SINGLE_COLUMN = 3.3  # inches: one column of a two-column paper
+DOUBLE_COLUMN = 6.8  # inches: the full text width
+PNG_DPI = 200
+
+# Okabe & Ito's palette: distinct under the common colour-vision deficiencies. A variant shares
+# its base cell's hue family (rnn/rnn_orth: reds, lstm/lstm_chrono: blues).
+CELL_COLORS = {
+    "rnn": "#d55e00",  # vermillion
+    "rnn_orth": "#e69f00",  # orange
+    "irnn": "#cc79a7",  # reddish purple
+    "gru": "#009e73",  # bluish green
+    "lstm": "#0072b2",  # blue
+    "lstm_chrono": "#56b4e9",  # sky blue
+}
+CELL_ORDER = tuple(CELL_COLORS)  # legend order; unknown cells follow, alphabetically
+FALLBACK_COLORS = ("#000000", "#7f7f7f", "#8c564b", "#bcbd22", "#17becf", "#9467bd")
+
+STYLE: dict[str, Any] = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "legend.title_fontsize": 7,
+    "figure.titlesize": 7,
+    "mathtext.fontset": "dejavusans",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.linewidth": 0.6,
+    "axes.titlepad": 3.0,
+    "axes.labelpad": 2.0,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "xtick.minor.width": 0.4,
+    "ytick.minor.width": 0.4,
+    "xtick.major.size": 2.5,
+    "ytick.major.size": 2.5,
+    "xtick.minor.size": 1.5,
+    "ytick.minor.size": 1.5,
+    "lines.linewidth": 1.2,
+    "lines.markersize": 3.5,
+    "legend.frameon": False,
+    "legend.handlelength": 1.6,
+    "legend.borderaxespad": 0.3,
+    "image.cmap": "viridis",
+    "figure.dpi": 100,
+    "savefig.dpi": PNG_DPI,
+    "pdf.fonttype": 42,  # TrueType in the PDF: text stays text, editable by journals
+    "ps.fonttype": 42,
+    "figure.constrained_layout.h_pad": 0.03,
+    "figure.constrained_layout.w_pad": 0.03,
+}
+
+BAND_ALPHA = 0.2
+NOTE_COLOR = "0.35"
+REF_LINE = {"color": "0.55", "lw": 0.6, "ls": ":"}  # reference lines: norm 1, rate 0, y = T
+
+
+def style() -> AbstractContextManager:
+    """The paper style (8 pt text, light axes), as a context: figures are styled when built."""
+    return mpl.rc_context(STYLE)
+
+
+def cell_color(cell: str) -> str:
+    """The cell's colour in every figure; an unknown name's comes from its CRC32, so it too is
+    the same in every figure and every process (Python's `hash` of a str is salted)."""
+    if cell in CELL_COLORS:
+        return CELL_COLORS[cell]
+    return FALLBACK_COLORS[zlib.crc32(str(cell).encode()) % len(FALLBACK_COLORS)]
+
+
+def cell_order(cells: Iterable[Any]) -> list[str]:
+    """Cells in legend order: the known ones as in CELL_ORDER, then the others alphabetically."""
+    present = {str(c) for c in cells if not pd.isna(c)}
+    return [c for c in CELL_ORDER if c in present] + sorted(present - set(CELL_ORDER))
+
+
+def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
+    """Write `out_dir/name.png` (200 dpi, for the README) and `out_dir/name.pdf` (for papers).
+
+    Each file is written atomically; the PDF has no creation date, so a redrawn figure of the
+    same tables is byte-identical and does not show up as changed.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with style():
+        for fmt, kwargs in (
+            ("png", {"dpi": PNG_DPI}),
+            ("pdf", {"metadata": {"CreationDate": None}}),
+        ):
+            path = out / f"{name}.{fmt}"
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=fmt, bbox_inches="tight", pad_inches=0.02, **kwargs)
+            paths.append(path)
+    return paths
+
+
+def _figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kwargs) -> tuple:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+    return fig, axes
+
+
+def _grid(n: int) -> tuple[int, int]:
+    """(rows, columns) of one panel per cell: one row up to 4, then 3 or 4 columns, so that
+    a panel stays wide enough to read at full text width."""
+    if n <= 4:
+        return 1, n
+    ncols = 3 if n <= 6 else 4
+    return math.ceil(n / ncols), ncols
+
+
+def _note(fig: Figure, text: str) -> None:
+    """A caption-like line above the panels: what was averaged over what."""
+    fig.suptitle(text, x=0.01, ha="left", color=NOTE_COLOR)
+
+
+def _cell_legend(
+    fig: Figure, cells: Sequence[str], extra: Sequence[Line2D] = (), **handle: Any
+) -> None:
+    """One legend for the figure, right of the panels, the cells in legend order first."""
+    handles = [Line2D([], [], color=cell_color(c), label=c, **handle) for c in cells]
+    fig.legend(handles=[*handles, *extra], loc="outside right upper")
+
+
+def _spans_decades(values: Iterable[float]) -> bool:
+    """Whether positive values span a factor of 10 or more: then a log scale reads better."""
+    x = np.asarray([v for v in values if np.isfinite(v) and v > 0], dtype=float)
+    return len(x) > 1 and x.max() / x.min() >= 10
+
+
+def _minus(text: str) -> str:
+    return text.replace("-", "\N{MINUS SIGN}")
+
+
+# --- data --------------------------------------------------------------------------------------
+
+JAC = "log10_jacobian_norm"
+GRAD = "log10_grad_norm_median"
+NORM_LABELS = {"2": r"_2", "fro": r"_F"}
+
+
+def _require(df: pd.DataFrame | None, columns: Iterable[str], table: str) -> pd.DataFrame:
+    if df is None or len(df) == 0:
+        raise ValueError(f"no {table} rows to plot (empty table, or filters that left no run)")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"the {table} table has no column {', '.join(missing)}")
+    return df
+
+
+def _run_key(*frames: pd.DataFrame | None) -> str:
+    """The column naming a run: its folder if every table has one (run_ids repeat across
+    sweeps that ran the same config), else its run_id."""
+    present = [f for f in frames if f is not None]
+    return "run_dir" if all("run_dir" in f.columns for f in present) else "run_id"
+
+
+def _ok_runs(df: pd.DataFrame, summary: pd.DataFrame | None, table: str) -> pd.DataFrame:
+    """`df` restricted to runs whose status is ok, from its own column or from `summary`."""
+    if "status" in df.columns:
+        kept = df[df["status"] == "ok"]
+    elif summary is not None and len(summary) and "status" in summary.columns:
+        key = _run_key(df, summary)
+        kept = df[df[key].isin(summary.loc[summary["status"] == "ok", key])]
+    else:
+        return df
+    if kept.empty:
+        raise ValueError(f"no {table} rows of a run with status ok")
+    return kept
+
+
+def _finite(df: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """±inf as NaN, so that means, bands and colour maps skip them."""
+    return df.assign(
+        **{c: df[c].astype(float).where(np.isfinite(df[c].astype(float))) for c in columns}
+    )
+
+
+def _single(df: pd.DataFrame, columns: Iterable[str], table: str) -> dict[str, Any]:
+    """The one value each of `columns` takes in `df` (absent columns skipped); several values
+    raise: averaging runs of different lengths or sizes would be meaningless."""
+    values = {}
+    for col in columns:
+        if col not in df.columns:
+            continue
+        found = sorted(df[col].dropna().unique().tolist())
+        if len(found) > 1:
+            option = "--" + col.replace("_", "-")
+            raise ValueError(
+                f"the {table} rows hold several {col} values ({', '.join(map(str, found))}): "
+                f"select one (scripts: {option})"
+            )
+        if found:
+            values[col] = found[0]
+    return values
+
+
+def _warn_mixed(df: pd.DataFrame, table: str, allowed: Iterable[str] = ()) -> None:
+    """Warn if runs pooled within a cell differ in a config key other than the seed."""
+    names = list(df.columns)
+    config = names[: names.index("run_id")] if "run_id" in names else []
+    ignore = {"cell", "seed", *allowed}
+    for cell, group in df.groupby("cell"):
+        mixed = [c for c in config if c not in ignore and group[c].nunique(dropna=False) > 1]
+        if mixed:
+            warnings.warn(
+                f"{table}: the {cell} runs pooled differ in {', '.join(mixed)}", stacklevel=3
+            )
+
+
+def _setting(values: dict[str, Any]) -> str:
+    """'adding, T = 100, m = 64': the fixed settings of a figure, for its note."""
+    parts = [str(values["task"])] if "task" in values else []
+    if "seq_len" in values:
+        symbol = "delay" if values.get("task") == "copy" else "$T$"
+        parts.append(f"{symbol} = {values['seq_len']}")
+    if "hidden_size" in values:
+        parts.append(f"$m$ = {values['hidden_size']}")
+    return ", ".join(parts)
+
+
+def _length_label(task: Any) -> str:
+    """The seq_len axis: the copy task's seq_len is its delay, not its length (delay + 20)."""
+    return "copy delay (steps)" if task == "copy" else "sequence length $T$"
+
+
+def _seeds_text(df: pd.DataFrame, key: str, by: Sequence[str] = ("cell",)) -> str:
+    """'2 seeds' (or '1–3 seeds'): how many runs each plotted point or line pools."""
+    counts = df.groupby(list(by))[key].nunique()
+    low, high = int(counts.min()), int(counts.max())
+    n = str(low) if low == high else f"{low}\N{EN DASH}{high}"
+    return f"{n} seed{'s' if high > 1 else ''}"
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
+# --- 1. vanishing gradients --------------------------------------------------------------------
+
+
+def _decay_curves(jac: pd.DataFrame) -> pd.DataFrame:
+    """Per cell and lag: the batch median, q10 and q90 of log10 ||ds_T/ds_t||, mean over runs."""
+    cols = [f"{JAC}_median", f"{JAC}_q10", f"{JAC}_q90"]
+    return _finite(jac, cols).groupby(["cell", "lag"])[cols].mean().reset_index()
+
+
+def _fit_rate(curve: pd.DataFrame) -> float:
+    """Least-squares slope of the median against the lag (log10 units per step)."""
+    ok = curve[f"{JAC}_median"].notna()
+    if ok.sum() < 2:
+        return math.nan
+    return float(np.polyfit(curve.loc[ok, "lag"], curve.loc[ok, f"{JAC}_median"], 1)[0])
+
+
+def _draw_decay(ax, jac: pd.DataFrame, cells: Sequence[str], rates: dict[str, float]) -> None:
+    """One median line (label: cell and decay rate) and q10-q90 band per cell."""
+    curves = _decay_curves(jac)
+    ax.axhline(0.0, **REF_LINE)
+    for cell in cells:
+        c = curves[curves["cell"] == cell].sort_values("lag")
+        if c[f"{JAC}_median"].notna().sum() == 0:
+            continue
+        color = cell_color(cell)
+        ax.fill_between(
+            c["lag"], c[f"{JAC}_q10"], c[f"{JAC}_q90"], color=color, alpha=BAND_ALPHA, lw=0
+        )
+        rate = rates.get(cell, math.nan)
+        if not np.isfinite(rate):
+            rate = _fit_rate(c)
+        label = f"{cell}  {_minus(f'{rate:.3f}')}" if np.isfinite(rate) else cell
+        ax.plot(c["lag"], c[f"{JAC}_median"], color=color, label=label)
+    ax.set_xlabel(r"lag $T - t$ (steps)")
+    ax.set_xlim(left=0)
+    ax.legend(title=r"cell, decay ($\log_{10}$/step)", loc="best")
+
+
+def _summary_rates(summary: pd.DataFrame | None, runs: pd.Series, key: str, when: str) -> dict:
+    """Each cell's mean decay rate over `runs`, from the summary's `log10_decay_rate_<when>`."""
+    col = f"log10_decay_rate_{when}"
+    if summary is None or col not in summary.columns or key not in summary.columns:
+        return {}
+    s = summary[summary[key].isin(runs)]
+    return _finite(s, [col]).groupby("cell")[col].mean().dropna().to_dict()
+
+
+def vanishing_figure(jacobians: pd.DataFrame, summary: pd.DataFrame | None = None) -> Figure:
+    """log10 ||ds_T/ds_t|| against the lag T - t, per cell, at initialisation and after training.
+
+    Each cell: the batch median, a q10-q90 band, both averaged over its seeds. The legend gives
+    the decay rate (log10 units per step): the summary's `log10_decay_rate_init/_final` (mean
+    over seeds) when `summary` is given, else the slope fitted to the plotted median. With
+    `summary`, runs that are not ok are left out. "After training" is each run's last snapshot.
+    """
+    cols = ["cell", "step", "lag", f"{JAC}_median", f"{JAC}_q10", f"{JAC}_q90"]
+    jac = _ok_runs(_require(jacobians, cols, "jacobians"), summary, "jacobians")
+    fixed = _single(jac, ("task", "seq_len", "hidden_size", "norm"), "jacobians")
+    _warn_mixed(jac, "jacobians")
+    key = _run_key(jac, summary)
+    last = jac.groupby(key)["step"].transform("max")
+    phases = {
+        "init": jac[jac["step"] == 0],
+        "final": jac[(jac["step"] == last) & (last > 0)],
+    }
+    cells = cell_order(jac["cell"].unique())
+    final_steps = sorted(phases["final"]["step"].unique().tolist())
+    after = f"step {final_steps[0]}" if len(final_steps) == 1 else "last snapshot"
+    titles = {"init": "at initialisation (step 0)", "final": f"after training ({after})"}
+    norm = NORM_LABELS.get(str(fixed.get("norm", "2")), "")
+    with style():
+        fig, axes = _figure(DOUBLE_COLUMN, 2.5, 1, 2, sharey=True)
+        for ax, (when, frame) in zip(axes[0], phases.items(), strict=True):
+            ax.set_title(titles[when], loc="left")
+            if frame.empty:
+                ax.text(0.5, 0.5, "no snapshot", transform=ax.transAxes, ha="center")
+                continue
+            rates = _summary_rates(summary, frame[key].unique(), key, when)
+            _draw_decay(ax, frame, cells, rates)
+        axes[0, 0].set_ylabel(
+            r"$\log_{10}\,\|\partial s_T / \partial s_t\|" + norm + "$" + " (batch median)"
+        )
+        _note(
+            fig,
+            _join(
+                _setting(fixed),
+                f"line: median over the batch, band: q10\N{EN DASH}q90; "
+                f"both averaged over {_seeds_text(jac, key)}",
+            ),
+        )
+    return fig
+
+
+# --- 2. learning curves ------------------------------------------------------------------------
+
+
+def learning_curves_figure(metrics: pd.DataFrame, summary: pd.DataFrame | None = None) -> Figure:
+    """Eval loss and eval accuracy against the training step, per cell: the mean over seeds and
+    a min-max band. With `summary`: runs that are not ok are left out, and the task's baseline
+    loss (what a model that learnt nothing scores) is the dashed line."""
+    cols = ["cell", "step", "eval_loss", "eval_accuracy"]
+    m = _ok_runs(_require(metrics, cols, "metrics"), summary, "metrics")
+    fixed = _single(m, ("task", "seq_len", "hidden_size"), "metrics")
+    _warn_mixed(m, "metrics")
+    key = _run_key(m, summary)
+    m = _finite(m, ["eval_loss", "eval_accuracy"])
+    m = m[m["eval_loss"].notna() | m["eval_accuracy"].notna()]
+    if m.empty:
+        raise ValueError("no evaluated metrics rows (eval_loss and eval_accuracy all missing)")
+    baseline = math.nan
+    if summary is not None and "baseline_loss" in summary.columns and key in summary.columns:
+        values = summary.loc[summary[key].isin(m[key]), "baseline_loss"].dropna().unique()
+        baseline = float(values[0]) if len(values) else math.nan
+    cells = cell_order(m["cell"].unique())
+    with style():
+        fig, axes = _figure(DOUBLE_COLUMN, 2.3, 1, 2, sharex=True)
+        loss_ax, acc_ax = axes[0]
+        for cell in cells:
+            stats = (
+                m[m["cell"] == cell]
+                .groupby("step")[["eval_loss", "eval_accuracy"]]
+                .agg(["mean", "min", "max"])
+            )
+            for ax, col in ((loss_ax, "eval_loss"), (acc_ax, "eval_accuracy")):
+                s = stats[col].dropna()
+                if s.empty:
+                    continue
+                color = cell_color(cell)
+                if (s["max"] > s["min"]).any():
+                    ax.fill_between(
+                        s.index, s["min"], s["max"], color=color, alpha=BAND_ALPHA, lw=0
+                    )
+                ax.plot(s.index, s["mean"], color=color, label=cell)
+        extra = []
+        if np.isfinite(baseline):
+            loss_ax.axhline(baseline, color="0.2", lw=0.8, ls="--")
+            extra.append(Line2D([], [], color="0.2", lw=0.8, ls="--", label="baseline loss"))
+        if _spans_decades([*m["eval_loss"], baseline]):
+            loss_ax.set_yscale("log")
+        loss_ax.set_ylabel("eval loss")
+        acc_ax.set_ylabel("eval accuracy")
+        acc_ax.set_ylim(-0.02, 1.02)
+        for ax in axes[0]:
+            ax.set_xlabel("training step")
+            ax.set_xlim(left=0)
+        _cell_legend(fig, cells, extra)
+        _note(
+            fig,
+            _join(_setting(fixed), f"mean and min\N{EN DASH}max over {_seeds_text(m, key)}"),
+        )
+    return fig
+
+
+# --- 3. where each cell succeeds ---------------------------------------------------------------
+
+
+def success_heatmap_figure(summary: pd.DataFrame, value: str = "accuracy") -> Figure:
+    """Final eval accuracy (value="accuracy") or the fraction of runs that reached the task's
+    solved accuracy (value="solved": `solved_step` set) over seq_len x hidden size, one panel
+    per cell, the mean over seeds written in each square; one colour scale, 0 to 1.
+
+    A failed run (a crash) is no result and is left out. A diverged run is a failure to learn:
+    its accuracy counts as 0 (its solved_step as recorded); a '*' marks the squares that hold one.
+    """
+    if value not in ("accuracy", "solved"):
+        raise ValueError(f"value must be 'accuracy' or 'solved', got {value!r}")
+    col = "final_eval_accuracy" if value == "accuracy" else "solved_step"
+    cols = ["cell", "seq_len", "hidden_size", "status", col]
+    s = _require(summary, cols, "summary")
+    s = s[s["status"] != "failed"]
+    if s.empty:
+        raise ValueError("no summary rows of a run that finished (every run failed)")
+    fixed = _single(s, ("task",), "summary")
+    _warn_mixed(s, "summary", allowed=("seq_len", "hidden_size"))
+    diverged = s["status"] == "diverged"
+    if value == "accuracy":
+        score = _finite(s, [col])[col].mask(diverged, 0.0)
+    else:
+        score = s[col].notna().astype(float)
+    s = s.assign(_score=score, _diverged=diverged)
+    grid = s.groupby(["cell", "hidden_size", "seq_len"]).agg(
+        score=("_score", "mean"), diverged=("_diverged", "any")
+    )
+    cells = cell_order(s["cell"].unique())
+    lengths = sorted(s["seq_len"].unique().tolist())
+    sizes = sorted(s["hidden_size"].unique().tolist())
+    nrows, ncols = _grid(len(cells))
+    width = min(DOUBLE_COLUMN, 0.9 + ncols * (0.42 * len(lengths) + 0.35))
+    height = 0.45 + nrows * (0.3 * len(sizes) + 0.55)
+    label = "final eval accuracy" if value == "accuracy" else "fraction of runs solved"
+    with style():
+        fig, axes = _figure(width, height, nrows, ncols, sharey=True)
+        image, used = None, []
+        for i, ax in enumerate(axes.flat):
+            if i >= len(cells):
+                ax.remove()
+                continue
+            used.append(ax)
+            cell = cells[i]
+            table = grid.loc[cell] if cell in grid.index.get_level_values(0) else grid.iloc[:0]
+            z = np.full((len(sizes), len(lengths)), np.nan)
+            star = np.zeros_like(z, dtype=bool)
+            for (size, length), row in table.iterrows():
+                z[sizes.index(size), lengths.index(length)] = row["score"]
+                star[sizes.index(size), lengths.index(length)] = row["diverged"]
+            image = ax.imshow(
+                np.ma.masked_invalid(z), vmin=0, vmax=1, origin="lower", aspect="auto"
+            )
+            for (r, c), v in np.ndenumerate(z):
+                if np.isfinite(v):
+                    ax.text(
+                        c,
+                        r,
+                        f"{v:.2f}" + ("*" if star[r, c] else ""),
+                        ha="center",
+                        va="center",
+                        fontsize=6.5,
+                        color="white" if v < 0.6 else "black",
+                    )
+            ax.set_title(cell, loc="left", color=cell_color(cell))
+            ax.set_xticks(range(len(lengths)), [str(x) for x in lengths])
+            ax.set_yticks(range(len(sizes)), [str(x) for x in sizes])
+            ax.tick_params(length=0)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if i % ncols == 0:
+                ax.set_ylabel("hidden size $m$")
+            if i + ncols >= len(cells):
+                ax.set_xlabel(_length_label(fixed.get("task")))
+        bar = fig.colorbar(image, ax=used, shrink=0.9, aspect=15, pad=0.02)
+        bar.set_label(label)
+        bar.outline.set_visible(False)
+        notes = [
+            str(fixed.get("task", "")),
+            f"mean over {_seeds_text(s, _run_key(s), ('cell', 'hidden_size', 'seq_len'))}",
+        ]
+        if s["_diverged"].any():
+            notes.append(
+                "* includes diverged runs" + (", counted as 0" if value == "accuracy" else "")
+            )
+        _note(fig, _join(*notes))
+    return fig
+
+
+# --- 4. gradient flow during training ----------------------------------------------------------
+
+
+def gradient_flow_figure(gradients: pd.DataFrame, summary: pd.DataFrame | None = None) -> Figure:
+    """log10 ||dL/ds_t|| over (snapshot step, t), one panel per cell, one colour scale.
+
+    Each square: the batch median, mean over seeds. Rows are the snapshot steps (evenly spaced
+    whatever the schedule, labelled with the step); grey squares have no finite value (-inf:
+    a state that does not reach the loss).
+    """
+    cols = ["cell", "step", "t", GRAD]
+    g = _ok_runs(_require(gradients, cols, "gradients"), summary, "gradients")
+    fixed = _single(g, ("task", "seq_len", "hidden_size"), "gradients")
+    _warn_mixed(g, "gradients")
+    key = _run_key(g, summary)
+    g = _finite(g, [GRAD])
+    if g[GRAD].notna().sum() == 0:
+        raise ValueError("no finite gradient norm in the gradients rows")
+    cells = cell_order(g["cell"].unique())
+    ts = sorted(g["t"].unique().tolist())
+    grids = {
+        cell: g[g["cell"] == cell]
+        .groupby(["step", "t"])[GRAD]
+        .mean()
+        .unstack("t")
+        .reindex(columns=ts)
+        for cell in cells
+    }
+    values = np.concatenate([x.to_numpy().ravel() for x in grids.values()])
+    vmin, vmax = np.nanmin(values), np.nanmax(values)
+    cmap = mpl.colormaps["viridis"].with_extremes(bad="0.88")
+    nrows, ncols = _grid(len(cells))
+    with style():
+        fig, axes = _figure(DOUBLE_COLUMN, 0.5 + 1.75 * nrows, nrows, ncols)
+        image, used = None, []
+        for i, ax in enumerate(axes.flat):
+            if i >= len(cells):
+                ax.remove()
+                continue
+            used.append(ax)
+            cell, z = cells[i], grids[cells[i]]
+            image = ax.imshow(
+                np.ma.masked_invalid(z.to_numpy(dtype=float)),
+                cmap=cmap,
+                vmin=vmin,
+                vmax=vmax,
+                origin="lower",
+                aspect="auto",
+                interpolation="nearest",
+                extent=(ts[0] - 0.5, ts[-1] + 0.5, -0.5, len(z) - 0.5),
+            )
+            steps = z.index.tolist()
+            every = max(1, math.ceil(len(steps) / 10))
+            ax.set_yticks(range(0, len(steps), every), [str(s) for s in steps[::every]])
+            ax.yaxis.set_minor_locator(NullLocator())
+            ax.set_title(cell, loc="left", color=cell_color(cell))
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if i % ncols == 0:
+                ax.set_ylabel("training step")
+            if i + ncols >= len(cells):
+                ax.set_xlabel("time step $t$")
+        bar = fig.colorbar(image, ax=used, shrink=0.9, aspect=20, pad=0.02)
+        bar.set_label(r"$\log_{10}\,\|\partial L / \partial s_t\|$")
+        bar.outline.set_visible(False)
+        _note(
+            fig,
+            _join(
+                _setting(fixed),
+                f"batch median, mean over {_seeds_text(g, key)}; grey: no gradient",
+            ),
+        )
+    return fig
+
+
+# --- 5. memory horizon against sequence length -------------------------------------------------
+
+
+def _dodge(x: np.ndarray, i: int, n: int, log: bool, span: float) -> np.ndarray:
+    """Shift cell i of n sideways a little, so markers at the same seq_len do not hide."""
+    shift = (i - (n - 1) / 2) * 0.012 * span
+    return x * 10**shift if log else x + shift
+
+
+def memory_horizon_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None = None) -> Figure:
+    """Memory horizon and Jacobian decay rate against seq_len, per cell, at init and at the end.
+
+    The horizon is the first lag at which the batch-median ||ds_T/ds_t|| falls below the
+    diagnostics threshold, the sequence's length where it never does: a point on that cap
+    means a horizon of at least the length. With `jacobians` (only their largest lag is read)
+    the cap is drawn as a dotted line; the summary alone does not say it, since a task's
+    sequence may be longer than its seq_len (copy: the delay + 20). Markers: the mean over
+    seeds (ok runs); bars: min to max.
+    """
+    cols = ["cell", "seq_len", "status"] + [
+        f"{q}_{w}" for q in ("memory_horizon", "log10_decay_rate") for w in ("init", "final")
+    ]
+    s = _require(summary, cols, "summary")
+    s = s[s["status"] == "ok"]
+    if s.empty:
+        raise ValueError("no summary rows of a run with status ok")
+    fixed = _single(s, ("task", "hidden_size"), "summary")
+    _warn_mixed(s, "summary", allowed=("seq_len",))
+    s = _finite(s, cols[3:])
+    cells = cell_order(s["cell"].unique())
+    lengths = np.array(sorted(s["seq_len"].unique().tolist()), dtype=float)
+    log_x = _spans_decades(lengths)
+    span = math.log10(lengths.max() / lengths.min()) if log_x else np.ptp(lengths) or 1.0
+    cap = pd.Series(dtype=float)
+    if jacobians is not None and len(jacobians) and {"seq_len", "lag"} <= set(jacobians.columns):
+        key = _run_key(s, jacobians)
+        runs = jacobians[jacobians[key].isin(s[key])]
+        cap = runs.groupby("seq_len")["lag"].max().sort_index()
+    with style():
+        fig, axes = _figure(DOUBLE_COLUMN, 2.4, 1, 2, sharex=True)
+        h_ax, r_ax = axes[0]
+        extra = [
+            Line2D([], [], color="0.3", ls="--", marker="o", mfc="white", label="at init"),
+            Line2D([], [], color="0.3", ls="-", marker="o", label="after training"),
+        ]
+        if len(cap):
+            h_ax.plot(cap.index, cap.to_numpy(), **REF_LINE)
+            extra.append(Line2D([], [], **REF_LINE, label="sequence length"))
+        r_ax.axhline(0.0, **REF_LINE)
+        for i, cell in enumerate(cells):
+            stats = s[s["cell"] == cell].groupby("seq_len")[cols[3:]].agg(["mean", "min", "max"])
+            x = _dodge(stats.index.to_numpy(dtype=float), i, len(cells), log_x, span)
+            color = cell_color(cell)
+            for ax, quantity in ((h_ax, "memory_horizon"), (r_ax, "log10_decay_rate")):
+                for when, ls, face in (("init", "--", "white"), ("final", "-", color)):
+                    st = stats[f"{quantity}_{when}"]
+                    ax.errorbar(
+                        x,
+                        st["mean"],
+                        yerr=[st["mean"] - st["min"], st["max"] - st["mean"]],
+                        color=color,
+                        ls=ls,
+                        marker="o",
+                        mfc=face,
+                        mew=0.9,
+                        lw=1.0,
+                        elinewidth=0.7,
+                        capsize=0,
+                    )
+        if log_x:
+            for ax in axes[0]:
+                ax.set_xscale("log")
+        if _spans_decades([*s["memory_horizon_init"], *s["memory_horizon_final"]]):
+            h_ax.set_yscale("log")
+        for ax in axes[0]:
+            ax.set_xticks(lengths, [str(int(x)) for x in lengths])
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xlabel(_length_label(fixed.get("task")))
+        h_ax.set_ylabel("memory horizon (steps)")
+        r_ax.set_ylabel(r"decay rate ($\log_{10}$/step)")
+        _cell_legend(fig, cells, extra)
+        _note(
+            fig,
+            _join(
+                _setting(fixed),
+                "mean and min\N{EN DASH}max over "
+                + _seeds_text(s, _run_key(s), ("cell", "seq_len")),
+            ),
+        )
+    return fig
+
+
+# --- 6. initialisation matters -----------------------------------------------------------------
+
+
+def init_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None = None) -> Figure:
+    """The Jacobian decay rate at initialisation against final accuracy, one marker per run,
+    coloured by cell: do the initialisations that keep ||ds_T/ds_t|| from decaying learn?
+
+    For the variants of one task/seq_len (e.g. rnn, rnn_orth, irnn, lstm, lstm_chrono). A
+    diverged run is drawn as a cross at accuracy 0; failed runs are left out. With `jacobians`,
+    a second panel shows the decay curves at initialisation (as in `vanishing_figure`).
+    """
+    cols = ["cell", "status", "log10_decay_rate_init", "final_eval_accuracy"]
+    s = _require(summary, cols, "summary")
+    s = s[s["status"] != "failed"]
+    if s.empty:
+        raise ValueError("no summary rows of a run that finished (every run failed)")
+    fixed = _single(s, ("task", "seq_len", "hidden_size"), "summary")
+    s = _finite(s, cols[2:])
+    cells = cell_order(s["cell"].unique())
+    jac = None
+    if jacobians is not None and len(jacobians):
+        key = _run_key(s, jacobians)
+        jac = _require(jacobians, ["cell", "step", "lag", f"{JAC}_median"], "jacobians")
+        jac = jac[(jac["step"] == 0) & jac[key].isin(s.loc[s["status"] == "ok", key])]
+        jac = jac if len(jac) else None
+    if jac is not None:
+        _warn_mixed(jac, "jacobians")
+    with style():
+        if jac is None:
+            fig, axes = _figure(SINGLE_COLUMN + 0.9, 2.4)
+        else:
+            fig, axes = _figure(DOUBLE_COLUMN, 2.4, 1, 2)
+        ax = axes[0, 0]
+        ax.axvline(0.0, **REF_LINE)
+        for cell in cells:
+            c = s[s["cell"] == cell]
+            ok, bad = c[c["status"] == "ok"], c[c["status"] == "diverged"]
+            color = cell_color(cell)
+            ax.scatter(
+                ok["log10_decay_rate_init"],
+                ok["final_eval_accuracy"],
+                s=16,
+                color=color,
+                edgecolors="white",
+                linewidths=0.4,
+                label=cell,
+                zorder=3,
+            )
+            if len(bad):
+                ax.scatter(
+                    bad["log10_decay_rate_init"], np.zeros(len(bad)), s=18, color=color, marker="x"
+                )
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.set_xlabel(r"decay rate at init ($\log_{10}$/step)")
+        ax.set_ylabel("final eval accuracy")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title("one marker per run", loc="left")
+        extra = []
+        if (s["status"] == "diverged").any():
+            extra.append(
+                Line2D([], [], color="0.3", marker="x", ls="", label="diverged (accuracy 0)")
+            )
+        if jac is not None:
+            ax2 = axes[0, 1]
+            _draw_decay(ax2, jac, cells, _summary_rates(s, jac[key].unique(), key, "init"))
+            ax2.get_legend().remove()
+            ax2.set_title("decay at initialisation", loc="left")
+            norm = NORM_LABELS.get(str(jac["norm"].iloc[0]) if "norm" in jac else "2", "")
+            ax2.set_ylabel(r"$\log_{10}\,\|\partial s_T / \partial s_t\|" + norm + "$")
+        marker = {"marker": "o"} if jac is not None else {"marker": "o", "ls": ""}
+        _cell_legend(fig, cells, extra, **marker)
+        _note(fig, _setting(fixed))
+    return fig
+
+
+# --- scripts -----------------------------------------------------------------------------------
+
+FILTERS = ("task", "seq_len", "hidden_size", "cell", "seed")
+
+
+def figure_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
+    """The options every plot script takes: the sweep folder, where to write, and filters."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("sweep_dir", type=Path, help="a sweep (or run) folder")
+    parser.add_argument("--out", type=Path, default=Path("results/figures"), help="output folder")
+    parser.add_argument("--name", help="file stem of the figure (.png and .pdf)")
+    parser.add_argument("--task", help="only this task")
+    parser.add_argument("--seq-len", type=int, help="only this sequence length")
+    parser.add_argument("--hidden-size", type=int, help="only this hidden size")
+    parser.add_argument("--cell", nargs="+", action="extend", help="only these cells")
+    parser.add_argument("--seed", nargs="+", action="extend", type=int, help="only these seeds")
+    return parser
+
+
+def select(
+    tables: dict[str, pd.DataFrame],
+    args: argparse.Namespace,
+    one_of: Sequence[str] = (),
+    log: Callable[[str], None] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Apply the filters in `args` to every table; for each column of `one_of` left unset that
+    holds several values, keep one (the first task, the largest seq_len or hidden size) and
+    say so through `log`, so that a script draws something sensible on a whole sweep."""
+    tables = dict(tables)
+    for col in FILTERS:
+        wanted = getattr(args, col, None)
+        if wanted is None:
+            continue
+        wanted = wanted if isinstance(wanted, list) else [wanted]
+        for name, df in tables.items():
+            if col not in df.columns:
+                raise ValueError(f"the {name} table has no column {col} to filter on")
+            tables[name] = df[df[col].isin(wanted)]
+    reference = tables.get("summary", next(iter(tables.values())))
+    for col in one_of:
+        if getattr(args, col, None) is not None or col not in reference.columns:
+            continue
+        found = sorted(reference[col].dropna().unique().tolist())
+        if len(found) < 2:
+            continue
+        chosen = found[0] if col == "task" else found[-1]
+        if log is not None:
+            option = "--" + col.replace("_", "-")
+            log(
+                f"several {col} values ({', '.join(map(str, found))}): plotting {chosen} ({option})"
+            )
+        tables = {n: df[df[col] == chosen] if col in df.columns else df for n, df in tables.items()}
+    return tables
+
+
+def script_main(
+    argv: Sequence[str] | None,
+    *,
+    description: str,
+    name: str | Callable[[argparse.Namespace], str],
+    tables: Sequence[str],
+    draw: Callable[[dict[str, pd.DataFrame], argparse.Namespace], Figure],
+    one_of: Sequence[str] = ("task", "seq_len", "hidden_size"),
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    prog: str | None = None,
+) -> int:
+    """The body of every `scripts/plot_*.py`: parse, load `tables` with `load_runs`, filter,
+    draw, save; prints the paths written. Returns 0, 1 if there is nothing to plot (the reason
+    on stderr), 2 if the folder does not exist. `prog` names the script in its messages (by
+    default sys.argv[0], which is the caller's when another script calls `main`)."""
+    parser = figure_parser(description, prog)
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    prog = parser.prog
+    if not args.sweep_dir.is_dir():
+        print(f"{prog}: error: {args.sweep_dir} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        loaded = {}
+        for table in tables:
+            loaded[table] = load_runs(args.sweep_dir, table=table)
+            if loaded[table].empty:
+                raise ValueError(f"no finished run under {args.sweep_dir} has a {table} table")
+        loaded = select(loaded, args, one_of, log=lambda m: print(f"{prog}: {m}", file=sys.stderr))
+        fig = draw(loaded, args)
+    except ValueError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    stem = args.name or (name(args) if callable(name) else name)
+    for path in save(fig, args.out, stem):
+        print(path)
+    return 0
