@@ -36,6 +36,36 @@ def _diag_blocks_times(coef: Tensor, weight_hh: Tensor) -> Tensor:
     return torch.einsum("bki,kij->bij", coef, weight_hh.view(gates, m, m))
 
 
+def rnn_jacobian_factor(h_new: Tensor, nonlinearity: str) -> Tensor:
+    """phi'(a) from the new state, elementwise: dh'/dh = diag(phi'(a)) W_hh."""
+    return 1 - h_new * h_new if nonlinearity == "tanh" else (h_new > 0).to(h_new.dtype)
+
+
+def gru_jacobian_factors(
+    r: Tensor, z: Tensor, n: Tensor, q: Tensor, h: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(d, coef) with dh'/dh = diag(d) + sum_k diag(coef[..., k, :]) W_k, k over r, z, n.
+
+    Elementwise in any leading shape, so the fused BPTT gets every step's at once.
+    """
+    through_n = z * (1 - n * n)
+    coef = torch.stack([through_n * q * r * (1 - r), (n - h) * z * (1 - z), through_n * r], -2)
+    return 1 - z, coef
+
+
+def lstm_jacobian_factors(
+    i: Tensor, f: Tensor, g: Tensor, o: Tensor, c: Tensor, tanh_c_new: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(k, dc_dpre, dh_dpre_o): the LSTM Jacobian's factors, elementwise in any leading shape.
+
+    k = o (1 - tanh(c')^2) = dh'/dc'; dc_dpre (..., 3, m) = dc'/d(pre-activations of i, f, g);
+    dh_dpre_o = dh'/d(pre-activation of o). See `LSTMCell` for how they make the Jacobian.
+    """
+    k = o * (1 - tanh_c_new * tanh_c_new)
+    dc_dpre = torch.stack([g * i * (1 - i), c * f * (1 - f), i * (1 - g * g)], -2)
+    return k, dc_dpre, tanh_c_new * o * (1 - o)
+
+
 class RecurrentCell(nn.Module):
     """Parameters, initialisation and the unbatched/flat-state plumbing shared by all cells.
 
@@ -164,6 +194,18 @@ class RecurrentCell(nn.Module):
             states.append(s)
         return torch.stack(states)
 
+    def fast_scan(self, inputs: Tensor, state=None) -> Tensor:
+        """What `scan` returns, through a hand-derived BPTT (rnnexp.fused) where one exists.
+
+        A cell without one (a new cell, or a subclass that changes the equations) gets `scan`.
+        """
+        return self.scan(inputs, state)
+
+    def _fused_args(self, inputs: Tensor, state) -> tuple:
+        """(inputs, s_0, weight_ih, weight_hh, bias_ih, bias_hh) for the fused Functions."""
+        s0 = self.initial_state(inputs[0]) if state is None else self.flatten_state(state)
+        return inputs, s0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+
     # -- Jacobian -----------------------------------------------------------------------------
     def state_jacobian(self, input: Tensor, state=None) -> Tensor:
         """ds_t/ds_{t-1} in closed form from the gate values: (B, S, S), or (S, S) unbatched.
@@ -213,6 +255,13 @@ class RNNCell(RecurrentCell):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"
 
+    def fast_scan(self, inputs: Tensor, state=None) -> Tensor:
+        if type(self) is not RNNCell:
+            return self.scan(inputs, state)
+        from rnnexp.fused import RNNScan
+
+        return RNNScan.apply(*self._fused_args(inputs, state), self.nonlinearity)
+
     def _preactivation(self, x: Tensor, h: Tensor) -> Tensor:
         gi, gh = self._linear(x, h)
         return gi + gh
@@ -222,8 +271,7 @@ class RNNCell(RecurrentCell):
         return torch.tanh(a) if self.nonlinearity == "tanh" else torch.relu(a)
 
     def _jacobian(self, x: Tensor, h: Tensor) -> Tensor:
-        a = self._preactivation(x, h)
-        slope = 1 - torch.tanh(a) ** 2 if self.nonlinearity == "tanh" else (a > 0).to(a.dtype)
+        slope = rnn_jacobian_factor(self._forward(x, h), self.nonlinearity)
         return slope.unsqueeze(-1) * self.weight_hh
 
 
@@ -248,6 +296,13 @@ class GRUCell(RecurrentCell):
 
     gates = 3
 
+    def fast_scan(self, inputs: Tensor, state=None) -> Tensor:
+        if type(self) is not GRUCell:
+            return self.scan(inputs, state)
+        from rnnexp.fused import GRUScan
+
+        return GRUScan.apply(*self._fused_args(inputs, state))
+
     def _gates(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         gi, gh = self._linear(x, h)
         i_r, i_z, i_n = gi.chunk(3, -1)
@@ -262,12 +317,8 @@ class GRUCell(RecurrentCell):
         return (1 - z) * h + z * n
 
     def _jacobian(self, x: Tensor, h: Tensor) -> Tensor:
-        r, z, n, q = self._gates(x, h)
-        through_n = z * (1 - n * n)
-        coef = torch.stack(
-            [through_n * q * r * (1 - r), (n - h) * z * (1 - z), through_n * r], dim=1
-        )
-        return torch.diag_embed(1 - z) + _diag_blocks_times(coef, self.weight_hh)
+        d, coef = gru_jacobian_factors(*self._gates(x, h), h)
+        return torch.diag_embed(d) + _diag_blocks_times(coef, self.weight_hh)
 
     @staticmethod
     def _flip_update_gate(src: nn.Module, dst: nn.Module) -> None:
@@ -369,6 +420,13 @@ class LSTMCell(RecurrentCell):
         h, c = s.split(self.hidden_size, dim=-1)
         return h, c
 
+    def fast_scan(self, inputs: Tensor, state=None) -> Tensor:
+        if type(self) is not LSTMCell:
+            return self.scan(inputs, state)
+        from rnnexp.fused import LSTMScan
+
+        return LSTMScan.apply(*self._fused_args(inputs, state))
+
     def _gates(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         gi, gh = self._linear(x, h)
         a_i, a_f, a_g, a_o = (gi + gh).chunk(4, -1)
@@ -383,16 +441,16 @@ class LSTMCell(RecurrentCell):
     def _jacobian(self, x: Tensor, s: Tensor) -> Tensor:
         h, c = self.unflatten_state(s)
         i, f, g, o = self._gates(x, h)
-        tanh_c = torch.tanh(f * c + i * g)
-        k = o * (1 - tanh_c * tanh_c)
-        zero = torch.zeros_like(i)
-        dc_dpre = torch.stack([g * i * (1 - i), c * f * (1 - f), i * (1 - g * g), zero], dim=1)
-        dh_dpre = k.unsqueeze(1) * dc_dpre
-        dh_dpre[:, 3] = tanh_c * o * (1 - o)
-        m = self.hidden_size
-        jac = s.new_zeros(s.shape[0], 2 * m, 2 * m)
-        jac[:, :m, :m] = _diag_blocks_times(dh_dpre, self.weight_hh)
-        jac[:, m:, :m] = _diag_blocks_times(dc_dpre, self.weight_hh)
-        jac[:, :m, m:] = torch.diag_embed(k * f)
-        jac[:, m:, m:] = torch.diag_embed(f)
-        return jac
+        k, dc_dpre, dh_dpre_o = lstm_jacobian_factors(i, f, g, o, c, torch.tanh(f * c + i * g))
+        zero = torch.zeros_like(k).unsqueeze(1)
+        coef = torch.stack(  # (B, 2, 4, m): rows h', c'; columns the gates i, f, g, o
+            [
+                torch.cat([k.unsqueeze(1) * dc_dpre, dh_dpre_o.unsqueeze(1)], 1),
+                torch.cat([dc_dpre, zero], 1),
+            ],
+            1,
+        )
+        B, m = k.shape
+        through_h = _diag_blocks_times(coef.view(2 * B, 4, m), self.weight_hh)
+        through_c = torch.diag_embed(torch.stack([k * f, f], 1))  # diag(k f) over diag(f)
+        return torch.cat([through_h.reshape(B, 2 * m, m), through_c.view(B, 2 * m, m)], -1)

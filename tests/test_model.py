@@ -51,3 +51,58 @@ def test_output_steps_select_the_scored_steps_and_state_is_used():
     _, states = model(x, state=s0, return_states=True)
     torch.testing.assert_close(states[0], torch.cat(s0, -1))
     assert not torch.allclose(model(x, state=s0), every)
+
+
+CELLS = {
+    "tanh": lambda n, m, bias: RNNCell(n, m, bias=bias),
+    "relu": lambda n, m, bias: RNNCell(n, m, bias=bias, nonlinearity="relu"),
+    "gru": lambda n, m, bias: GRUCell(n, m, bias=bias),
+    "lstm": lambda n, m, bias: LSTMCell(n, m, bias=bias),
+}
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("scored", ["last", "every"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_unroll_matches_the_reference(kind, dtype, tol, scored, bias):
+    """The hand-derived BPTT against autograd through the readable cells: states, and the
+    gradients of a loss on the last or on every output w.r.t. inputs, s_0 and parameters."""
+    torch.manual_seed(7)
+    T, B, n, m = 37, 3, 2, 5  # T > fused.CHUNK: the backward crosses blocks of steps
+    cell = CELLS[kind](n, m, bias).to(dtype)
+    if kind == "relu":  # keep some units alive and some dead
+        with torch.no_grad():
+            cell.weight_hh.copy_(torch.eye(m) + 0.3 * torch.randn(m, m))
+    x = torch.randn(T, B, n, dtype=dtype, requires_grad=True)
+    s0 = torch.randn(B, cell.state_size, dtype=dtype, requires_grad=True)
+    weights = torch.randn(T + 1, B, cell.state_size, dtype=dtype)
+    if scored == "last":
+        weights[:-1] = 0
+    results = []
+    for unroll in (cell.scan, cell.fast_scan):
+        states = unroll(x, s0)
+        loss = (weights * states).sum() + (states[-1] ** 2).sum()
+        grads = torch.autograd.grad(loss, [x, s0, *cell.parameters()])
+        results.append((states, grads))
+    (ref_states, ref_grads), (states, grads) = results
+    torch.testing.assert_close(states, ref_states, rtol=tol, atol=tol)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+def test_fused_model_trains_like_the_reference():
+    """A few optimizer steps of SequenceModel, fused and not, stay together (float64)."""
+    torch.manual_seed(8)
+    a = SequenceModel(LSTMCell(2, 6), 1).double()
+    b = SequenceModel(LSTMCell(2, 6), 1, fused=False).double()
+    b.load_state_dict(a.state_dict())
+    opt_a, opt_b = (torch.optim.Adam(m.parameters(), lr=1e-2) for m in (a, b))
+    for _ in range(5):
+        x, y = torch.randn(12, 4, 2, dtype=torch.float64), torch.randn(1, 4, 1, dtype=torch.float64)
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            ((model(x, output_steps=slice(-1, None)) - y) ** 2).mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
