@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-full lint format reproduce demo bench clean
+.PHONY: setup test test-full lint format reproduce bench bench-quick clean
 
 # torch goes first, pinned, so that the range in pyproject.toml finds it satisfied and no
 # multi-GB CUDA build is pulled.
@@ -30,8 +30,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-demo: $(STAMP)
-	$(BIN)/python scripts/demo_cells.py
-
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+bench: $(STAMP)
+	$(BIN)/python -m rnnexp.bench
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m rnnexp.bench --quick

@@ -1,8 +1,8 @@
 """Jacobian products, state gradients, Lyapunov exponents and memory horizons of any cell.
 
-Everything here is cell-agnostic: it sees a cell only through its flat-state interface (`scan`,
-`step`, `state_jacobian`, `hidden`, `initial_state`, `flatten_state`, `state_size`), so a new
-cell needs nothing but `_forward` and `_jacobian` to be measured.
+Everything here is cell-agnostic: it sees a cell only through its flat-state interface
+(`fast_scan`, `step`, `state_jacobian`, `hidden`, `initial_state`, `flatten_state`,
+`state_size`), so a new cell needs nothing but `_forward` and `_jacobian` to be measured.
 
 Notation. s_0 ... s_T are the flat states of a run over inputs x_1 ... x_T (stored as
 inputs[0] ... inputs[T-1]), J_k = ds_k/ds_{k-1} = `cell.state_jacobian(inputs[k-1], s_{k-1})`,
@@ -155,7 +155,7 @@ def state_jacobian_norms(
     if ord not in NORMS:
         raise ValueError(f"ord must be 2 (spectral) or 'fro' (Frobenius); got {ord!r}")
     _check_inputs(inputs)
-    states = cell.scan(inputs, state)  # (T+1, B, S)
+    states = cell.fast_scan(inputs, state)  # (T+1, B, S)
     T, B = inputs.shape[:2]
     S = states.shape[-1]
     dtype, device = states.dtype, states.device
@@ -245,7 +245,7 @@ def lyapunov_exponents(cell, inputs: Tensor, state=None, k: int = 1, warmup: int
     T, B = inputs.shape[:2]
     if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < T:
         raise ValueError(f"warmup must be an integer in [0, T={T}), got {warmup!r}")
-    states = cell.scan(inputs, state)
+    states = cell.fast_scan(inputs, state)
     gen = torch.Generator().manual_seed(0)
     q = torch.linalg.qr(torch.randn(S, k, generator=gen, dtype=torch.float64)).Q
     q = q.to(dtype=states.dtype, device=states.device).expand(B, S, k)

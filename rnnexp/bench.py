@@ -1,0 +1,367 @@
+"""`python -m rnnexp.bench [--quick]`: how fast rnnexp is, as ratios measured in one run.
+
+Every number is a ratio of two timings taken side by side in this process (or its children),
+the contenders alternated round by round and the median kept, so that drifts in the load of a
+shared machine hit both alike. Nothing is asserted: targets live in the README.
+
+Sections (`--only` picks some):
+  train      a training step (forward, backward, Adam) of our model over torch.nn.RNN/GRU/LSTM
+             of the same sizes, and over the FLOP-bound time (the step's matmul FLOPs at the
+             matmul throughput measured here); B=64, T=100, the adding task, m = 32, 128, 256.
+             `reference` is the readable per-step unroll (SequenceModel(fused=False)).
+  jacobian   an all-lag snapshot state_jacobian_norms(ord=2) at T=200, m=64, B=16 over brute
+             force (torch.func.jacrev of s_t -> s_T for each t) and over one training step.
+  sweep      a 4-run sweep with the joblib launcher (2 jobs) over the same sweep run
+             sequentially by the basic launcher, whole commands.
+  cli        `python -m rnnexp.train` (300 steps, LSTM m=128, T=100, B=64, default
+             diagnostics and evaluation) over a minimal script doing the same 300 steps with
+             torch.nn.LSTM, whole commands.
+
+Results go to results/bench/<section>.csv, and a Markdown table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnexp.cells import GRUCell, LSTMCell, RNNCell
+from rnnexp.jacobians import state_jacobian_norms
+from rnnexp.model import SequenceModel
+from rnnexp.tasks import AddingTask
+
+OURS = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
+TORCH = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def alternate(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds of each contender, run in turn `rounds` times after one warm-up each."""
+    for fn in contenders.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def matmul_flops_per_second(rounds: int) -> float:
+    """Throughput of a large float32 GEMM on this machine, now: the FLOP-bound reference."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    seconds = alternate({"gemm": lambda: a @ b}, rounds)["gemm"]
+    return 2 * 1024**3 / seconds
+
+
+def step_flops(cell: str, m: int, n: int, batch: int, seq_len: int) -> float:
+    """Matmul FLOPs of a training step: forward (input and recurrent products), dL/dh through
+    W_hh, and the weight gradients of W_hh and W_ih."""
+    rows = GATES[cell] * m
+    return 2 * seq_len * batch * rows * (3 * m + 2 * n)
+
+
+def _adam_step(model: nn.Module, optimizer, loss_fn) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss_fn().backward()
+    optimizer.step()
+
+
+def train_contenders(cell: str, m: int, inputs, targets) -> dict[str, Callable[[], None]]:
+    """One Adam step each of our fused model, our reference unroll and torch's module."""
+    n = inputs.shape[-1]
+    ours = SequenceModel(OURS[cell](n, m), 1)
+    reference = SequenceModel(OURS[cell](n, m), 1, fused=False)
+    torch_rnn, readout = TORCH[cell](n, m), nn.Linear(m, 1)
+    opt_ours = torch.optim.Adam(ours.parameters())
+    opt_ref = torch.optim.Adam(reference.parameters())
+    opt_torch = torch.optim.Adam([*torch_rnn.parameters(), *readout.parameters()])
+    last = slice(-1, None)
+
+    def torch_loss():
+        hs, _ = torch_rnn(inputs)
+        return F.mse_loss(readout(hs[last]), targets)
+
+    return {
+        "ours": lambda: _adam_step(
+            ours, opt_ours, lambda: F.mse_loss(ours(inputs, None, last), targets)
+        ),
+        "torch": lambda: _adam_step(torch_rnn, opt_torch, torch_loss),
+        "reference": lambda: _adam_step(
+            reference, opt_ref, lambda: F.mse_loss(reference(inputs, None, last), targets)
+        ),
+    }
+
+
+def bench_train(rounds: int, sizes: list[int]) -> pd.DataFrame:
+    batch, seq_len = 64, 100
+    inputs, targets = AddingTask(seq_len).sample(batch, torch.Generator().manual_seed(0))
+    flops_per_second = matmul_flops_per_second(rounds)
+    rows = []
+    for cell in OURS:
+        for m in sizes:
+            torch.manual_seed(0)
+            t = alternate(train_contenders(cell, m, inputs, targets), rounds)
+            bound = step_flops(cell, m, inputs.shape[-1], batch, seq_len) / flops_per_second
+            rows.append(
+                {
+                    "cell": cell,
+                    "hidden_size": m,
+                    "ours_ms": 1e3 * t["ours"],
+                    "torch_ms": 1e3 * t["torch"],
+                    "reference_ms": 1e3 * t["reference"],
+                    "flop_bound_ms": 1e3 * bound,
+                    "ours_over_torch": t["ours"] / t["torch"],
+                    "reference_over_torch": t["reference"] / t["torch"],
+                    "ours_over_flop_bound": t["ours"] / bound,
+                }
+            )
+            print(_row(rows[-1]), flush=True)
+    return pd.DataFrame(rows)
+
+
+def brute_force_norms(cell, inputs: torch.Tensor, t_values: list[int]) -> dict[int, torch.Tensor]:
+    """||ds_T/ds_t||_2 by autograd, one t at a time: what one writes without rnnexp."""
+    with torch.no_grad():
+        states = cell.scan(inputs)
+
+    def run(s, xs):
+        for x in xs:
+            s = cell.step(x, s)
+        return s
+
+    jacobian = torch.func.vmap(torch.func.jacrev(run), in_dims=(0, 1))
+    with torch.no_grad():  # jacrev still differentiates, without a graph to the parameters
+        return {
+            t: torch.linalg.matrix_norm(jacobian(states[t], inputs[t:]), ord=2) for t in t_values
+        }
+
+
+def bench_jacobian(rounds: int, stride: int) -> pd.DataFrame:
+    """The brute force is timed at every `stride`-th t (mid-block) and scaled by `stride`: its
+    cost is about linear in T - t, so that estimates the full sum without bias."""
+    seq_len, m, batch = 200, 64, 16
+    inputs, targets = AddingTask(seq_len).sample(batch, torch.Generator().manual_seed(0))
+    t_values = list(range(stride // 2, seq_len, stride))
+    rows = []
+    for name, cls in OURS.items():
+        torch.manual_seed(0)
+        cell = cls(inputs.shape[-1], m)
+        model = SequenceModel(cls(inputs.shape[-1], m), 1)
+        optimizer = torch.optim.Adam(model.parameters())
+
+        def loss(model=model):
+            return F.mse_loss(model(inputs, None, slice(-1, None)), targets)
+
+        t = alternate(
+            {
+                "snapshot": lambda cell=cell: state_jacobian_norms(cell, inputs, log=True),
+                "train_step": lambda m=model, o=optimizer, f=loss: _adam_step(m, o, f),
+                "brute": lambda cell=cell: brute_force_norms(cell, inputs, t_values),
+            },
+            rounds,
+        )
+        exact = state_jacobian_norms(cell, inputs, log=True)
+        brute = brute_force_norms(cell, inputs, t_values)
+        normal = torch.finfo(torch.float32).tiny  # below it the brute force itself is imprecise
+        error = max(
+            ((10 ** exact[t] - b.double()).abs() / b.double())[b > normal].max().item()
+            for t, b in brute.items()
+        )
+        brute_seconds = t["brute"] * stride
+        rows.append(
+            {
+                "cell": name,
+                "seq_len": seq_len,
+                "hidden_size": m,
+                "batch": batch,
+                "snapshot_ms": 1e3 * t["snapshot"],
+                "brute_force_s": brute_seconds,
+                "train_step_ms": 1e3 * t["train_step"],
+                "snapshot_over_brute_force": t["snapshot"] / brute_seconds,
+                "snapshot_over_train_step": t["snapshot"] / t["train_step"],
+                "max_relative_error": error,
+            }
+        )
+        print(_row(rows[-1]), flush=True)
+    return pd.DataFrame(rows)
+
+
+def _command_seconds(command: list[str], rounds: int, env: dict | None = None) -> float:
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        subprocess.run(command, cwd=REPO, check=True, capture_output=True, env=env)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_sweep(rounds: int) -> pd.DataFrame:
+    """Both sweeps start fresh each round (rerun=true), so both pay their processes' start."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base = [
+            sys.executable,
+            "-m",
+            "rnnexp.train",
+            "-m",
+            "cell=rnn,gru,lstm,irnn",
+            "cell.hidden_size=64",
+            "task.seq_len=50",
+            "train.steps=150",
+            "train.eval_every=50",
+            "diagnostics.enabled=false",
+            "progress=false",
+            "rerun=true",
+        ]
+        commands = {
+            "joblib_2_jobs": [
+                *base,
+                "hydra/launcher=joblib",
+                "hydra.launcher.n_jobs=2",
+                f"hydra.sweep.dir={tmp}/joblib",
+            ],
+            "sequential": [*base, f"hydra.sweep.dir={tmp}/basic"],
+        }
+        t = {name: [] for name in commands}
+        for _ in range(rounds):
+            for name, command in commands.items():
+                t[name].append(_command_seconds(command, 1))
+    joblib_s, sequential_s = (statistics.median(t[k]) for k in ("joblib_2_jobs", "sequential"))
+    row = {
+        "runs": 4,
+        "joblib_2_jobs_s": joblib_s,
+        "sequential_s": sequential_s,
+        "joblib_over_sequential": joblib_s / sequential_s,
+    }
+    print(_row(row), flush=True)
+    return pd.DataFrame([row])
+
+
+MINIMAL_SCRIPT = """\
+import torch
+from torch import nn
+import torch.nn.functional as F
+from rnnexp.tasks import AddingTask
+
+torch.manual_seed(0)
+task, data = AddingTask(100), torch.Generator().manual_seed(0)
+lstm, readout = nn.LSTM(2, 128), nn.Linear(128, 1)
+optimizer = torch.optim.Adam([*lstm.parameters(), *readout.parameters()], lr=1e-3)
+for step in range(300):
+    inputs, targets = task.sample(64, data)
+    hs, _ = lstm(inputs)
+    loss = F.mse_loss(readout(hs[-1:]), targets)
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([*lstm.parameters(), *readout.parameters()], 1.0)
+    optimizer.step()
+print(loss.item())
+"""
+
+
+def bench_cli(rounds: int) -> pd.DataFrame:
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "minimal.py"
+        script.write_text(MINIMAL_SCRIPT)
+        commands = {
+            "cli": [
+                sys.executable,
+                "-m",
+                "rnnexp.train",
+                "cell=lstm",
+                "cell.hidden_size=128",
+                "task=adding",
+                "task.seq_len=100",
+                "train.steps=300",
+                "train.batch_size=64",
+                "progress=false",
+                f"hydra.run.dir={tmp}/run",
+            ],
+            "minimal": [sys.executable, str(script)],
+        }
+        t = {name: [] for name in commands}
+        for _ in range(rounds):
+            for name, command in commands.items():
+                t[name].append(_command_seconds(command, 1))
+    cli_s, minimal_s = (statistics.median(t[k]) for k in ("cli", "minimal"))
+    row = {
+        "steps": 300,
+        "cli_s": cli_s,
+        "minimal_torch_script_s": minimal_s,
+        "cli_over_minimal": cli_s / minimal_s,
+    }
+    print(_row(row), flush=True)
+    return pd.DataFrame([row])
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A GitHub Markdown table, numbers to 3 significant digits."""
+    cells = [
+        [f"{v:.3g}" if isinstance(v, float) else str(v) for v in row]
+        for row in table.itertuples(index=False)
+    ]
+    lines = [list(table.columns), ["---"] * len(table.columns), *cells]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def _row(row: dict) -> str:
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+
+
+def machine() -> str:
+    return (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+        f"threads, torch {torch.__version__}, Python {platform.python_version()}"
+    )
+
+
+SECTIONS = ("train", "jacobian", "sweep", "cli")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds: about a minute")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench")
+    args = parser.parse_args(argv)
+    print(f"# rnnexp benchmark ({machine()})")
+    if args.quick:
+        runs = {
+            "train": lambda: bench_train(5, [32, 128]),
+            "jacobian": lambda: bench_jacobian(1, 40),
+            "sweep": lambda: bench_sweep(1),
+            "cli": lambda: bench_cli(1),
+        }
+    else:
+        runs = {
+            "train": lambda: bench_train(21, [32, 128, 256]),
+            "jacobian": lambda: bench_jacobian(3, 10),
+            "sweep": lambda: bench_sweep(3),
+            "cli": lambda: bench_cli(3),
+        }
+    args.out.mkdir(parents=True, exist_ok=True)
+    for section in args.only:
+        print(f"\n## {section}")
+        table = runs[section]()
+        table.to_csv(args.out / f"{section}.csv", index=False, float_format="%.4g")
+        print(markdown(table))
+    print(f"\ntables in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
