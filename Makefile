@@ -24,6 +24,9 @@ test: $(STAMP)
 test-full: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+reproduce: $(STAMP)
+	$(BIN)/python scripts/reproduce.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 

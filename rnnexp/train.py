@@ -103,8 +103,7 @@ def fit(cfg: DictConfig, task, model: SequenceModel, run_dir: Path, label: str) 
     fixed = torch.Generator().manual_seed(EVAL_SEED)
     eval_inputs, eval_targets = (x.to(device) for x in task.sample(tc.eval_batch_size, fixed))
     diag_at = set(diagnostics.snapshot_steps(cfg.diagnostics, tc.steps))
-    if not cfg.diagnostics.enabled:
-        diag_at = set()
+    diag_at = diag_at if cfg.diagnostics.enabled else set()  # off: the loop pays nothing
     diag_batch = (
         eval_inputs[:, : cfg.diagnostics.batch_size],
         eval_targets[:, : cfg.diagnostics.batch_size],

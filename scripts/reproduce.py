@@ -1,0 +1,163 @@
+"""Reproduce every reference figure: run the experiments, draw the figures, summarise.
+
+    python scripts/reproduce.py                    # small scale, joblib on every core
+    python scripts/reproduce.py --scale paper --launcher slurm
+
+Experiments are Hydra multiruns (`conf/experiment/*.yaml`, `conf/experiment/paper/*.yaml`)
+into one sweep folder per scale, `results/sweeps/<scale>/`; finished runs are skipped, so an
+interrupted reproduction resumes where it stopped. Figures go to `results/figures/` (PNG and
+PDF; `results/figures/paper/` at paper scale), the sweep's summary table to `results/tables/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from rnnexp.aggregate import aggregate
+from rnnexp.plots import cell_order
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ("adding", "init", "copy")
+CELLS = ["rnn", "irnn", "gru", "lstm"]
+VARIANTS = ["rnn", "rnn_orth", "irnn", "lstm", "lstm_chrono"]
+# (plot script, its arguments): seq_len and hidden_size left out pick the largest in the sweep
+ADDING_FIGURES = [
+    ("plot_success_heatmap", ["--task", "adding", "--cell", *CELLS, "--name", "success_heatmap"]),
+    ("plot_memory_horizon", ["--task", "adding", "--cell", *CELLS]),
+    (
+        "plot_learning_curves",
+        ["--task", "adding", "--cell", *CELLS, "--name", "learning_curves_adding"],
+    ),
+    ("plot_vanishing", ["--task", "adding", "--cell", *CELLS]),
+    ("plot_gradient_flow", ["--task", "adding", "--cell", *CELLS]),
+    ("plot_init", ["--task", "adding", "--cell", *VARIANTS]),
+]
+
+
+def figures(summary: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """Every figure to draw: the adding ones, and copy learning curves for each delay."""
+    delays = sorted(summary.loc[summary.task == "copy", "seq_len"].unique())
+    copy = [
+        (
+            "plot_learning_curves",
+            [
+                "--task",
+                "copy",
+                "--seq-len",
+                str(d),
+                "--cell",
+                "lstm",
+                "lstm_chrono",
+                "--name",
+                f"learning_curves_copy_{d}",
+            ],
+        )
+        for d in delays
+    ]
+    return ADDING_FIGURES + copy
+
+
+def run_experiment(name: str, scale: str, launcher: str, extra: list[str]) -> int:
+    experiment = name if scale == "small" else f"{scale}/{name}"
+    command = [
+        sys.executable,
+        "-m",
+        "rnnexp.train",
+        "-m",
+        f"experiment={experiment}",
+        f"hydra/launcher={launcher}",
+        "progress=false",
+        *extra,
+    ]
+    print(f"\n$ {' '.join(command[1:])}", flush=True)
+    return subprocess.run(command, cwd=REPO).returncode
+
+
+def plot_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def text_summary(summary: pd.DataFrame) -> str:
+    """Per cell: accuracy at the longest adding length, and the decay rate at initialisation."""
+    ok = summary[summary.status == "ok"]
+    lines = []
+    adding = ok[ok.task == "adding"]
+    if not adding.empty:
+        longest, widest = adding.seq_len.max(), adding.hidden_size.max()
+        at = adding[(adding.seq_len == longest) & (adding.hidden_size == widest)]
+        lines.append(f"adding, T={longest}, m={widest} (mean over seeds; baseline loss 1/6):")
+        for cell in cell_order(at.cell):
+            runs = at[at.cell == cell]
+            lines.append(
+                f"  {cell:<12} accuracy {runs.final_eval_accuracy.mean():.3f}  "
+                f"loss {runs.final_eval_loss.mean():.4f}  decay at init "
+                f"{runs.log10_decay_rate_init.mean():+.4f} log10/step  "
+                f"horizon at init {runs.memory_horizon_init.mean():.0f} steps"
+            )
+    copy = ok[ok.task == "copy"]
+    for delay in sorted(copy.seq_len.unique()):
+        at = copy[copy.seq_len == delay]
+        lines.append(f"copy, delay {delay} (memoryless baseline {at.baseline_loss.iloc[0]:.4f}):")
+        for cell in cell_order(at.cell):
+            runs = at[at.cell == cell]
+            lines.append(
+                f"  {cell:<12} accuracy {runs.final_eval_accuracy.mean():.3f}  "
+                f"loss {runs.final_eval_loss.mean():.4f}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=("small", "paper"), default="small")
+    parser.add_argument(
+        "--launcher",
+        default="joblib",
+        help="a hydra/launcher option: joblib (default), basic, slurm, ...",
+    )
+    parser.add_argument("--figures-only", action="store_true", help="skip the experiments")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    args = parser.parse_args(argv)
+
+    start = time.perf_counter()
+    sweep = REPO / "results" / "sweeps" / args.scale
+    figure_dir = REPO / "results" / "figures" / ("" if args.scale == "small" else args.scale)
+    tables = REPO / "results" / "tables" / ("" if args.scale == "small" else args.scale)
+    failed = []
+    if not args.figures_only:
+        for name in EXPERIMENTS:
+            if run_experiment(name, args.scale, args.launcher, args.overrides) != 0:
+                failed.append(name)
+    if not sweep.is_dir():
+        print(f"error: no results under {sweep}", file=sys.stderr)
+        return 1
+
+    summary = aggregate(sweep, csv=True)
+    print(f"\ndrawing figures into {figure_dir}", flush=True)
+    for script, options in figures(summary):
+        if plot_script(script)([str(sweep), "--out", str(figure_dir), *options]) != 0:
+            failed.append(script)
+
+    tables.mkdir(parents=True, exist_ok=True)
+    for suffix in ("parquet", "csv"):
+        shutil.copyfile(sweep / f"summary.{suffix}", tables / f"summary.{suffix}")
+    minutes = (time.perf_counter() - start) / 60
+    print(f"\nruns: {sweep}\nfigures: {figure_dir}\ntable: {tables / 'summary.parquet'} (.csv)")
+    print(text_summary(summary))
+    print(f"done in {minutes:.1f} min" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
