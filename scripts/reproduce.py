@@ -127,17 +127,26 @@ def main(argv: list[str] | None = None) -> int:
         help="a hydra/launcher option: joblib (default), basic, slurm, ...",
     )
     parser.add_argument("--figures-only", action="store_true", help="skip the experiments")
+    parser.add_argument("--sweep", type=Path, help="default: results/sweeps/<scale>")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="figures/ and tables/ go here; default: "
+        "results/ (small), results/<folder>/<scale>/ otherwise",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    sweep = REPO / "results" / "sweeps" / args.scale
-    figure_dir = REPO / "results" / "figures" / ("" if args.scale == "small" else args.scale)
-    tables = REPO / "results" / "tables" / ("" if args.scale == "small" else args.scale)
+    sweep = args.sweep or REPO / "results" / "sweeps" / args.scale
+    sub = "" if args.scale == "small" else args.scale
+    figure_dir = args.out / "figures" if args.out else REPO / "results" / "figures" / sub
+    tables = args.out / "tables" if args.out else REPO / "results" / "tables" / sub
     failed = []
     if not args.figures_only:
+        overrides = [*args.overrides, *([f"hydra.sweep.dir={sweep}"] if args.sweep else [])]
         for name in EXPERIMENTS:
-            if run_experiment(name, args.scale, args.launcher, args.overrides) != 0:
+            if run_experiment(name, args.scale, args.launcher, overrides) != 0:
                 failed.append(name)
     if not sweep.is_dir():
         print(f"error: no results under {sweep}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Sweeps through Hydra's launchers: resume after a kill, failure isolation, one table."""
 
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -133,7 +134,8 @@ def test_missing_launcher_plugin_names_the_package(tmp_path):
     )
 
 
-def test_smoke_experiment_grid(tmp_path):
+def test_smoke_experiment_and_every_figure(tmp_path):
+    """The smoke grid through joblib, then the reproduction's plotting and summary on it."""
     result = cli(
         "-m",
         "experiment=smoke",
@@ -149,3 +151,12 @@ def test_smoke_experiment_grid(tmp_path):
     assert set(table.cell) == {"rnn", "irnn", "gru", "lstm"}
     assert set(table.task) == {"adding", "copy"}
     assert (table.hidden_size == 16).all() and (table.seq_len == 10).all()
+
+    reproduce = runpy.run_path(str(REPO / "scripts" / "reproduce.py"))
+    out = tmp_path / "out"
+    assert reproduce["main"](["--figures-only", "--sweep", str(tmp_path), "--out", str(out)]) == 0
+    drawn = list((out / "figures").glob("*.png"))
+    assert len(drawn) == len(reproduce["figures"](table)) == 7  # 6 adding, 1 copy delay
+    for png in drawn:
+        assert png.stat().st_size > 10_000 and png.with_suffix(".pdf").exists()
+    assert pd.read_csv(out / "tables" / "summary.csv").shape[0] == 8
