@@ -224,6 +224,15 @@ class RecurrentCell(nn.Module):
     def _jacobian(self, x: Tensor, s: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def jacobian_vector_product(self, input: Tensor, state: Tensor, v: Tensor) -> Tensor:
+        """J v for column vectors v (B, S, k), J = ds_t/ds_{t-1} at (input (B, n), flat state).
+
+        For propagating a few tangent vectors (Lyapunov exponents) without forming J. The cells
+        here apply their factored Jacobians, one matmul through weight_hh; any other cell (or a
+        subclass that changes the equations) gets `state_jacobian(input, state) @ v`.
+        """
+        return self.state_jacobian(input, state) @ v
+
 
 def _map_state(state, fn):
     return tuple(fn(t) for t in state) if isinstance(state, tuple) else fn(state)
@@ -274,6 +283,12 @@ class RNNCell(RecurrentCell):
         slope = rnn_jacobian_factor(self._forward(x, h), self.nonlinearity)
         return slope.unsqueeze(-1) * self.weight_hh
 
+    def jacobian_vector_product(self, input: Tensor, state: Tensor, v: Tensor) -> Tensor:
+        if type(self) is not RNNCell:
+            return super().jacobian_vector_product(input, state, v)
+        slope = rnn_jacobian_factor(self._forward(input, state), self.nonlinearity)
+        return slope.unsqueeze(-1) * (self.weight_hh @ v)
+
 
 class GRUCell(RecurrentCell):
     """GRU in the textbook convention (Cho et al. 2014; Chung et al. 2014):
@@ -319,6 +334,13 @@ class GRUCell(RecurrentCell):
     def _jacobian(self, x: Tensor, h: Tensor) -> Tensor:
         d, coef = gru_jacobian_factors(*self._gates(x, h), h)
         return torch.diag_embed(d) + _diag_blocks_times(coef, self.weight_hh)
+
+    def jacobian_vector_product(self, input: Tensor, state: Tensor, v: Tensor) -> Tensor:
+        if type(self) is not GRUCell:
+            return super().jacobian_vector_product(input, state, v)
+        d, coef = gru_jacobian_factors(*self._gates(input, state), state)
+        through_w = (self.weight_hh @ v).unflatten(1, (3, self.hidden_size))  # W_k v
+        return d.unsqueeze(-1) * v + (coef.unsqueeze(-1) * through_w).sum(1)
 
     @staticmethod
     def _flip_update_gate(src: nn.Module, dst: nn.Module) -> None:
@@ -454,3 +476,15 @@ class LSTMCell(RecurrentCell):
         through_h = _diag_blocks_times(coef.view(2 * B, 4, m), self.weight_hh)
         through_c = torch.diag_embed(torch.stack([k * f, f], 1))  # diag(k f) over diag(f)
         return torch.cat([through_h.reshape(B, 2 * m, m), through_c.view(B, 2 * m, m)], -1)
+
+    def jacobian_vector_product(self, input: Tensor, state: Tensor, v: Tensor) -> Tensor:
+        if type(self) is not LSTMCell:
+            return super().jacobian_vector_product(input, state, v)
+        m = self.hidden_size
+        h, c = self.unflatten_state(state)
+        i, f, g, o = self._gates(input, h)
+        k, dc_dpre, dh_dpre_o = lstm_jacobian_factors(i, f, g, o, c, torch.tanh(f * c + i * g))
+        through_w = (self.weight_hh @ v[:, :m]).unflatten(1, (4, m))  # W_k v_h, gates i f g o
+        dc = (dc_dpre.unsqueeze(-1) * through_w[:, :3]).sum(1) + f.unsqueeze(-1) * v[:, m:]
+        dh = k.unsqueeze(-1) * dc + dh_dpre_o.unsqueeze(-1) * through_w[:, 3]
+        return torch.cat([dh, dc], 1)

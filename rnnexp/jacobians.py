@@ -236,7 +236,8 @@ def lyapunov_exponents(cell, inputs: Tensor, state=None, k: int = 1, warmup: int
     and dividing by their number; sorted descending. Q starts as a fixed random orthonormal
     k-frame (a private generator, so the global RNG is untouched): the first k coordinate axes
     could sit in an invariant subspace and miss the leading directions. A Jacobian that kills
-    a direction exactly gives -inf.
+    a direction exactly gives -inf. J_t Q comes from `cell.jacobian_vector_product`, the
+    factored one-step Jacobian applied to the k columns without forming J_t.
     """
     _check_inputs(inputs)
     S = cell.state_size
@@ -250,11 +251,10 @@ def lyapunov_exponents(cell, inputs: Tensor, state=None, k: int = 1, warmup: int
     q = torch.linalg.qr(torch.randn(S, k, generator=gen, dtype=torch.float64)).Q
     q = q.to(dtype=states.dtype, device=states.device).expand(B, S, k)
     total = torch.zeros(B, k, dtype=torch.float64, device=states.device)
-    for k0, jac in _jacobian_chunks(cell, inputs, states, _CHUNK_BYTES):
-        for i in range(jac.shape[0]):
-            q, r = torch.linalg.qr(jac[i] @ q)
-            if k0 + i >= warmup:  # step k0 + i + 1
-                total += r.diagonal(dim1=-2, dim2=-1).abs().double().log()
+    for t in range(T):
+        q, r = torch.linalg.qr(cell.jacobian_vector_product(inputs[t], states[t], q))
+        if t >= warmup:
+            total += r.diagonal(dim1=-2, dim2=-1).abs().double().log()
     return (total / (T - warmup)).sort(dim=-1, descending=True).values
 
 

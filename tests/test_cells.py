@@ -318,3 +318,37 @@ def test_worked_example_lstm():
     for got, want in zip(jacs, expected_jac, strict=True):
         assert got[0] == pytest.approx(want[0], abs=1e-12)
         assert got[1] == pytest.approx(want[1], abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+@pytest.mark.parametrize("bias", [True, False])
+def test_jacobian_vector_product_applies_the_same_jacobian(kind, bias):
+    torch.manual_seed(9)
+    n, m, batch, k = 3, 5, 4, 3
+    cell = {
+        "tanh": lambda: RNNCell(n, m, bias=bias),
+        "relu": lambda: RNNCell(n, m, bias=bias, nonlinearity="relu"),
+        "gru": lambda: GRUCell(n, m, bias=bias),
+        "lstm": lambda: LSTMCell(n, m, bias=bias),
+    }[kind]()
+    x, s = torch.randn(batch, n), torch.randn(batch, cell.state_size)
+    v = torch.randn(batch, cell.state_size, k)
+    expected = cell.state_jacobian(x, s) @ v
+    torch.testing.assert_close(cell.jacobian_vector_product(x, s, v), expected)
+
+
+def test_a_subclass_that_changes_the_equations_falls_back_to_its_own_jacobian():
+    class Leaky(RNNCell):  # h' = 0.5 h + 0.5 tanh(...): not what RNNCell's factors describe
+        def _forward(self, x, h):
+            return 0.5 * h + 0.5 * super()._forward(x, h)
+
+        def _jacobian(self, x, h):
+            slope = 1 - torch.tanh(self._preactivation(x, h)) ** 2
+            return 0.5 * torch.eye(self.hidden_size) + 0.5 * slope.unsqueeze(-1) * self.weight_hh
+
+    torch.manual_seed(10)
+    cell = Leaky(2, 3)
+    x, s, v = torch.randn(4, 2), torch.randn(4, 3), torch.randn(4, 3, 2)
+    torch.testing.assert_close(cell.jacobian_vector_product(x, s, v), cell.state_jacobian(x, s) @ v)
+    xs = torch.randn(5, 4, 2)
+    torch.testing.assert_close(cell.fast_scan(xs), cell.scan(xs))
