@@ -274,35 +274,41 @@ print(loss.item())
 
 
 def bench_cli(rounds: int) -> pd.DataFrame:
+    """The whole command, start-up and default diagnostics included, and without diagnostics
+    (what they cost), against the minimal torch.nn.LSTM script."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "minimal.py"
         script.write_text(MINIMAL_SCRIPT)
+        cli = [
+            sys.executable,
+            "-m",
+            "rnnexp.train",
+            "cell=lstm",
+            "cell.hidden_size=128",
+            "task=adding",
+            "task.seq_len=100",
+            "train.steps=300",
+            "train.batch_size=64",
+            "progress=false",
+            f"hydra.run.dir={tmp}/run",
+        ]
         commands = {
-            "cli": [
-                sys.executable,
-                "-m",
-                "rnnexp.train",
-                "cell=lstm",
-                "cell.hidden_size=128",
-                "task=adding",
-                "task.seq_len=100",
-                "train.steps=300",
-                "train.batch_size=64",
-                "progress=false",
-                f"hydra.run.dir={tmp}/run",
-            ],
+            "cli": cli,
+            "cli_no_diagnostics": [*cli, "diagnostics.enabled=false"],
             "minimal": [sys.executable, str(script)],
         }
         t = {name: [] for name in commands}
         for _ in range(rounds):
             for name, command in commands.items():
                 t[name].append(_command_seconds(command, 1))
-    cli_s, minimal_s = (statistics.median(t[k]) for k in ("cli", "minimal"))
+    cli_s, bare_s, minimal_s = (statistics.median(v) for v in t.values())
     row = {
         "steps": 300,
         "cli_s": cli_s,
+        "cli_no_diagnostics_s": bare_s,
         "minimal_torch_script_s": minimal_s,
         "cli_over_minimal": cli_s / minimal_s,
+        "diagnostics_share": (cli_s - bare_s) / cli_s,
     }
     print(_row(row), flush=True)
     return pd.DataFrame([row])

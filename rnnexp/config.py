@@ -71,7 +71,7 @@ class DiagnosticsConfig:
     enabled: bool = True
     batch_size: int = 16  # the first samples of the fixed evaluation batch
     schedule: str = "log"  # log: `snapshots` log-spaced steps; every: each `every` steps
-    snapshots: int = 8
+    snapshots: int = 6
     every: int = 500
     norm: str = "2"  # "2" (spectral) or "fro"
     threshold: float = 1e-3  # memory horizon: first lag whose median norm falls below this

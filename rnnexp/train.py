@@ -269,8 +269,8 @@ def app(cfg: DictConfig) -> None:
     names = {group: hc.runtime.choices.get(group) for group in ("cell", "task")}
     multirun = hc.mode == RunMode.MULTIRUN
     parallel = multirun and "BasicLauncher" not in hc.launcher._target_
-    prior = read_summary(run_dir)
-    if prior is not None and prior["status"] in FINISHED and not cfg.rerun:
+    prior = read_summary(run_dir)  # the same config finished here before: a resumed sweep
+    if prior and prior["status"] in FINISHED and prior["run_id"] == run_id(cfg) and not cfg.rerun:
         log.info("skipped: %s already holds a finished run (%s)", run_dir, prior["status"])
         return
     try:

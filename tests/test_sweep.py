@@ -160,3 +160,13 @@ def test_smoke_experiment_and_every_figure(tmp_path):
     for png in drawn:
         assert png.stat().st_size > 10_000 and png.with_suffix(".pdf").exists()
     assert pd.read_csv(out / "tables" / "summary.csv").shape[0] == 8
+
+
+def test_a_run_folder_reused_with_another_config_is_not_skipped(tmp_path):
+    assert cli("cell=rnn", *TINY, f"hydra.run.dir={tmp_path}").returncode == 0
+    first = pd.read_parquet(tmp_path / "summary.parquet").run_id.item()
+    assert "skipped" in cli("cell=rnn", *TINY, f"hydra.run.dir={tmp_path}").stdout
+    result = cli("cell=gru", *TINY, f"hydra.run.dir={tmp_path}")
+    assert "skipped" not in result.stdout
+    summary = pd.read_parquet(tmp_path / "summary.parquet")
+    assert summary.cell.item() == "gru" and summary.run_id.item() != first
