@@ -16,6 +16,7 @@ Sections (`--only` picks some):
   cli        `python -m rnnexp.train` (300 steps, LSTM m=128, T=100, B=64, default
              diagnostics and evaluation) over a minimal script doing the same 300 steps with
              torch.nn.LSTM, whole commands.
+  diagnostics  a run with every default, with and without diagnostics: what they add.
 
 Results go to results/bench/<section>.csv, and a Markdown table to stdout.
 """
@@ -211,7 +212,9 @@ def _command_seconds(command: list[str], rounds: int, env: dict | None = None) -
 
 
 def bench_sweep(rounds: int) -> pd.DataFrame:
-    """Both sweeps start fresh each round (rerun=true), so both pay their processes' start."""
+    """8 runs of 5-10 s: joblib with 2 jobs (1 torch thread each) against the basic launcher
+    running them one after the other with torch's default threads, and with 1 thread (pure
+    process parallelism). Every round starts fresh (rerun=true), start-up costs included."""
     with tempfile.TemporaryDirectory() as tmp:
         base = [
             sys.executable,
@@ -219,10 +222,11 @@ def bench_sweep(rounds: int) -> pd.DataFrame:
             "rnnexp.train",
             "-m",
             "cell=rnn,gru,lstm,irnn",
+            "seed=0,1",
             "cell.hidden_size=64",
             "task.seq_len=50",
-            "train.steps=150",
-            "train.eval_every=50",
+            "train.steps=400",
+            "train.eval_every=100",
             "diagnostics.enabled=false",
             "progress=false",
             "rerun=true",
@@ -235,17 +239,20 @@ def bench_sweep(rounds: int) -> pd.DataFrame:
                 f"hydra.sweep.dir={tmp}/joblib",
             ],
             "sequential": [*base, f"hydra.sweep.dir={tmp}/basic"],
+            "sequential_1_thread": [*base, "threads=1", f"hydra.sweep.dir={tmp}/basic1"],
         }
         t = {name: [] for name in commands}
         for _ in range(rounds):
             for name, command in commands.items():
                 t[name].append(_command_seconds(command, 1))
-    joblib_s, sequential_s = (statistics.median(t[k]) for k in ("joblib_2_jobs", "sequential"))
+    joblib_s, sequential_s, single_s = (statistics.median(v) for v in t.values())
     row = {
-        "runs": 4,
+        "runs": 8,
         "joblib_2_jobs_s": joblib_s,
         "sequential_s": sequential_s,
+        "sequential_1_thread_s": single_s,
         "joblib_over_sequential": joblib_s / sequential_s,
+        "joblib_over_sequential_1_thread": joblib_s / single_s,
     }
     print(_row(row), flush=True)
     return pd.DataFrame([row])
@@ -314,6 +321,25 @@ def bench_cli(rounds: int) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
+def bench_diagnostics(rounds: int) -> pd.DataFrame:
+    """What the diagnostics add to a run with every default (LSTM m=64, adding T=100, 1000
+    steps, 6 snapshots on 16 sequences), whole commands with and without them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base = [sys.executable, "-m", "rnnexp.train", "progress=false"]
+        commands = {
+            "default": [*base, f"hydra.run.dir={tmp}/on"],
+            "no_diagnostics": [*base, "diagnostics.enabled=false", f"hydra.run.dir={tmp}/off"],
+        }
+        t = {name: [] for name in commands}
+        for _ in range(rounds):
+            for name, command in commands.items():
+                t[name].append(_command_seconds(command, 1))
+    on, off = (statistics.median(v) for v in t.values())
+    row = {"default_s": on, "no_diagnostics_s": off, "diagnostics_added": on / off - 1}
+    print(_row(row), flush=True)
+    return pd.DataFrame([row])
+
+
 def markdown(table: pd.DataFrame) -> str:
     """A GitHub Markdown table, numbers to 3 significant digits."""
     cells = [
@@ -335,7 +361,7 @@ def machine() -> str:
     )
 
 
-SECTIONS = ("train", "jacobian", "sweep", "cli")
+SECTIONS = ("train", "jacobian", "sweep", "cli", "diagnostics")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             "jacobian": lambda: bench_jacobian(1, 40),
             "sweep": lambda: bench_sweep(1),
             "cli": lambda: bench_cli(1),
+            "diagnostics": lambda: bench_diagnostics(1),
         }
     else:
         runs = {
@@ -358,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             "jacobian": lambda: bench_jacobian(3, 10),
             "sweep": lambda: bench_sweep(3),
             "cli": lambda: bench_cli(3),
+            "diagnostics": lambda: bench_diagnostics(3),
         }
     args.out.mkdir(parents=True, exist_ok=True)
     for section in args.only:
