@@ -49,9 +49,11 @@ GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 REPO = Path(__file__).resolve().parents[1]
 
 
-def alternate(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds of each contender, run in turn `rounds` times after one warm-up each."""
-    for fn in contenders.values():
+def alternate(
+    contenders: dict[str, Callable[[], object]], rounds: int, warmup: bool = True
+) -> dict[str, float]:
+    """Median seconds of each contender, run in turn `rounds` times (after one warm-up each)."""
+    for fn in contenders.values() if warmup else ():
         fn()
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
@@ -202,13 +204,13 @@ def bench_jacobian(rounds: int, stride: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _command_seconds(command: list[str], rounds: int, env: dict | None = None) -> float:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        subprocess.run(command, cwd=REPO, check=True, capture_output=True, env=env)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def commands_seconds(commands: dict[str, list[str]], rounds: int) -> list[float]:
+    """Median wall seconds of whole commands run in turn, start-up included, no warm-up."""
+    runs = {
+        name: lambda c=command: subprocess.run(c, cwd=REPO, check=True, capture_output=True)
+        for name, command in commands.items()
+    }
+    return list(alternate(runs, rounds, warmup=False).values())
 
 
 def bench_sweep(rounds: int) -> pd.DataFrame:
@@ -241,11 +243,7 @@ def bench_sweep(rounds: int) -> pd.DataFrame:
             "sequential": [*base, f"hydra.sweep.dir={tmp}/basic"],
             "sequential_1_thread": [*base, "threads=1", f"hydra.sweep.dir={tmp}/basic1"],
         }
-        t = {name: [] for name in commands}
-        for _ in range(rounds):
-            for name, command in commands.items():
-                t[name].append(_command_seconds(command, 1))
-    joblib_s, sequential_s, single_s = (statistics.median(v) for v in t.values())
+        joblib_s, sequential_s, single_s = commands_seconds(commands, rounds)
     row = {
         "runs": 8,
         "joblib_2_jobs_s": joblib_s,
@@ -304,11 +302,7 @@ def bench_cli(rounds: int) -> pd.DataFrame:
             "cli_no_diagnostics": [*cli, "diagnostics.enabled=false"],
             "minimal": [sys.executable, str(script)],
         }
-        t = {name: [] for name in commands}
-        for _ in range(rounds):
-            for name, command in commands.items():
-                t[name].append(_command_seconds(command, 1))
-    cli_s, bare_s, minimal_s = (statistics.median(v) for v in t.values())
+        cli_s, bare_s, minimal_s = commands_seconds(commands, rounds)
     row = {
         "steps": 300,
         "cli_s": cli_s,
@@ -330,11 +324,7 @@ def bench_diagnostics(rounds: int) -> pd.DataFrame:
             "default": [*base, f"hydra.run.dir={tmp}/on"],
             "no_diagnostics": [*base, "diagnostics.enabled=false", f"hydra.run.dir={tmp}/off"],
         }
-        t = {name: [] for name in commands}
-        for _ in range(rounds):
-            for name, command in commands.items():
-                t[name].append(_command_seconds(command, 1))
-    on, off = (statistics.median(v) for v in t.values())
+        on, off = commands_seconds(commands, rounds)
     row = {"default_s": on, "no_diagnostics_s": off, "diagnostics_added": on / off - 1}
     print(_row(row), flush=True)
     return pd.DataFrame([row])

@@ -22,17 +22,9 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class RNNConfig:
-    _target_: str = "rnnexp.cells.RNNCell"
-    hidden_size: int = 64
-    nonlinearity: str = "tanh"
-    init: str = "default"
-    init_scale: float = 1.0
-    bias: bool = True
-
-
-@dataclass
 class GRUConfig:
+    """The constructor arguments every cell takes (but input_size, which the task sets)."""
+
     _target_: str = "rnnexp.cells.GRUCell"
     hidden_size: int = 64
     init: str = "default"
@@ -41,12 +33,14 @@ class GRUConfig:
 
 
 @dataclass
-class LSTMConfig:
+class RNNConfig(GRUConfig):
+    _target_: str = "rnnexp.cells.RNNCell"
+    nonlinearity: str = "tanh"
+
+
+@dataclass
+class LSTMConfig(GRUConfig):
     _target_: str = "rnnexp.cells.LSTMCell"
-    hidden_size: int = 64
-    init: str = "default"
-    init_scale: float = 1.0
-    bias: bool = True
     forget_bias: float | None = None
     chrono_max_len: int | None = None
 

@@ -118,6 +118,15 @@ def cell_order(cells: Iterable[Any]) -> list[str]:
     return [c for c in CELL_ORDER if c in present] + sorted(present - set(CELL_ORDER))
 
 
+def _cell_panels(axes: np.ndarray, cells: list[str]) -> Iterable[tuple[int, Any, str]]:
+    """(index, axis, cell) for each cell, in order; the grid's spare axes are removed."""
+    for i, ax in enumerate(axes.flat):
+        if i < len(cells):
+            yield i, ax, cells[i]
+        else:
+            ax.remove()
+
+
 def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
     """Write `out_dir/name.png` (200 dpi, for the README) and `out_dir/name.pdf` (for papers).
 
@@ -475,12 +484,8 @@ def success_heatmap_figure(summary: pd.DataFrame, value: str = "accuracy") -> Fi
     with style():
         fig, axes = _figure(width, height, nrows, ncols, sharey=True)
         image, used = None, []
-        for i, ax in enumerate(axes.flat):
-            if i >= len(cells):
-                ax.remove()
-                continue
+        for i, ax, cell in _cell_panels(axes, cells):
             used.append(ax)
-            cell = cells[i]
             table = grid.loc[cell] if cell in grid.index.get_level_values(0) else grid.iloc[:0]
             z = np.full((len(sizes), len(lengths)), np.nan)
             star = np.zeros_like(z, dtype=bool)
@@ -561,12 +566,9 @@ def gradient_flow_figure(gradients: pd.DataFrame, summary: pd.DataFrame | None =
     with style():
         fig, axes = _figure(DOUBLE_COLUMN, 0.5 + 1.75 * nrows, nrows, ncols)
         image, used = None, []
-        for i, ax in enumerate(axes.flat):
-            if i >= len(cells):
-                ax.remove()
-                continue
+        for i, ax, cell in _cell_panels(axes, cells):
             used.append(ax)
-            cell, z = cells[i], grids[cells[i]]
+            z = grids[cell]
             image = ax.imshow(
                 np.ma.masked_invalid(z.to_numpy(dtype=float)),
                 cmap=cmap,

@@ -88,33 +88,40 @@ def plot_script(name: str):
     return module.main
 
 
+def _per_cell(runs: pd.DataFrame, with_decay: bool) -> list[str]:
+    """One line per cell, in legend order: means over its runs (its seeds)."""
+    lines = []
+    for cell in cell_order(runs.cell):
+        r = runs[runs.cell == cell]
+        line = (
+            f"  {cell:<12} accuracy {r.final_eval_accuracy.mean():.3f}  "
+            f"loss {r.final_eval_loss.mean():.4f}"
+        )
+        if with_decay:
+            line += (
+                f"  decay at init {r.log10_decay_rate_init.mean():+.4f} log10/step  "
+                f"horizon at init {r.memory_horizon_init.mean():.0f} steps"
+            )
+        lines.append(line)
+    return lines
+
+
 def text_summary(summary: pd.DataFrame) -> str:
-    """Per cell: accuracy at the longest adding length, and the decay rate at initialisation."""
+    """Per cell: accuracy at the longest adding length and the decay rate at initialisation;
+    the copy task's loss against its memoryless baseline at each delay."""
     ok = summary[summary.status == "ok"]
     lines = []
     adding = ok[ok.task == "adding"]
     if not adding.empty:
         longest, widest = adding.seq_len.max(), adding.hidden_size.max()
-        at = adding[(adding.seq_len == longest) & (adding.hidden_size == widest)]
         lines.append(f"adding, T={longest}, m={widest} (mean over seeds; baseline loss 1/6):")
-        for cell in cell_order(at.cell):
-            runs = at[at.cell == cell]
-            lines.append(
-                f"  {cell:<12} accuracy {runs.final_eval_accuracy.mean():.3f}  "
-                f"loss {runs.final_eval_loss.mean():.4f}  decay at init "
-                f"{runs.log10_decay_rate_init.mean():+.4f} log10/step  "
-                f"horizon at init {runs.memory_horizon_init.mean():.0f} steps"
-            )
+        at = adding[(adding.seq_len == longest) & (adding.hidden_size == widest)]
+        lines += _per_cell(at, with_decay=True)
     copy = ok[ok.task == "copy"]
     for delay in sorted(copy.seq_len.unique()):
         at = copy[copy.seq_len == delay]
         lines.append(f"copy, delay {delay} (memoryless baseline {at.baseline_loss.iloc[0]:.4f}):")
-        for cell in cell_order(at.cell):
-            runs = at[at.cell == cell]
-            lines.append(
-                f"  {cell:<12} accuracy {runs.final_eval_accuracy.mean():.3f}  "
-                f"loss {runs.final_eval_loss.mean():.4f}"
-            )
+        lines += _per_cell(at, with_decay=False)
     return "\n".join(lines)
 
 
