@@ -11,8 +11,9 @@ Sections (`--only` picks some):
              `reference` is the readable per-step unroll (SequenceModel(fused=False)).
   jacobian   an all-lag snapshot state_jacobian_norms(ord=2) at T=200, m=64, B=16 over brute
              force (torch.func.jacrev of s_t -> s_T for each t) and over one training step.
-  sweep      a 4-run sweep with the joblib launcher (2 jobs) over the same sweep run
-             sequentially by the basic launcher, whole commands.
+  sweep      an 8-run sweep with the joblib launcher (2 jobs, 1 torch thread each) over the
+             same sweep run sequentially by the basic launcher (torch's default threads, and
+             1 thread), whole commands.
   cli        `python -m rnnexp.train` (300 steps, LSTM m=128, T=100, B=64, default
              diagnostics and evaluation) over a minimal script doing the same 300 steps with
              torch.nn.LSTM, whole commands.
@@ -181,10 +182,10 @@ def bench_jacobian(rounds: int, stride: int) -> pd.DataFrame:
         exact = state_jacobian_norms(cell, inputs, log=True)
         brute = brute_force_norms(cell, inputs, t_values)
         normal = torch.finfo(torch.float32).tiny  # below it the brute force itself is imprecise
-        error = max(
-            ((10 ** exact[t] - b.double()).abs() / b.double())[b > normal].max().item()
-            for t, b in brute.items()
-        )
+        errors = [
+            ((10 ** exact[t] - b.double()).abs() / b.double())[b > normal] for t, b in brute.items()
+        ]
+        error = torch.cat(errors).max().item()
         brute_seconds = t["brute"] * stride
         rows.append(
             {
@@ -295,6 +296,7 @@ def bench_cli(rounds: int) -> pd.DataFrame:
             "train.steps=300",
             "train.batch_size=64",
             "progress=false",
+            "rerun=true",
             f"hydra.run.dir={tmp}/run",
         ]
         commands = {
@@ -319,7 +321,7 @@ def bench_diagnostics(rounds: int) -> pd.DataFrame:
     """What the diagnostics add to a run with every default (LSTM m=64, adding T=100, 1000
     steps, 6 snapshots on 16 sequences), whole commands with and without them."""
     with tempfile.TemporaryDirectory() as tmp:
-        base = [sys.executable, "-m", "rnnexp.train", "progress=false"]
+        base = [sys.executable, "-m", "rnnexp.train", "progress=false", "rerun=true"]
         commands = {
             "default": [*base, f"hydra.run.dir={tmp}/on"],
             "no_diagnostics": [*base, "diagnostics.enabled=false", f"hydra.run.dir={tmp}/off"],
