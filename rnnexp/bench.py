@@ -19,7 +19,9 @@ Sections (`--only` picks some):
              torch.nn.LSTM, whole commands.
   diagnostics  a run with every default, with and without diagnostics: what they add.
 
-Results go to results/bench/<section>.csv, and a Markdown table to stdout.
+Results go to results/bench/<section>.csv, and a Markdown table to stdout. `--quick` runs one
+round, the whole-command sections with short runs (50 steps; diagnostics 200), and writes to
+results/bench/quick/: a smoke check of the suite, its ratios only indicative.
 """
 
 from __future__ import annotations
@@ -214,7 +216,7 @@ def commands_seconds(commands: dict[str, list[str]], rounds: int) -> list[float]
     return list(alternate(runs, rounds, warmup=False).values())
 
 
-def bench_sweep(rounds: int) -> pd.DataFrame:
+def bench_sweep(rounds: int, steps: int = 400) -> pd.DataFrame:
     """8 runs of 5-10 s: joblib with 2 jobs (1 torch thread each) against the basic launcher
     running them one after the other with torch's default threads, and with 1 thread (pure
     process parallelism). Every round starts fresh (rerun=true), start-up costs included."""
@@ -228,7 +230,7 @@ def bench_sweep(rounds: int) -> pd.DataFrame:
             "seed=0,1",
             "cell.hidden_size=64",
             "task.seq_len=50",
-            "train.steps=400",
+            f"train.steps={steps}",
             "train.eval_every=100",
             "diagnostics.enabled=false",
             "progress=false",
@@ -247,6 +249,7 @@ def bench_sweep(rounds: int) -> pd.DataFrame:
         joblib_s, sequential_s, single_s = commands_seconds(commands, rounds)
     row = {
         "runs": 8,
+        "steps": steps,
         "joblib_2_jobs_s": joblib_s,
         "sequential_s": sequential_s,
         "sequential_1_thread_s": single_s,
@@ -267,7 +270,7 @@ torch.manual_seed(0)
 task, data = AddingTask(100), torch.Generator().manual_seed(0)
 lstm, readout = nn.LSTM(2, 128), nn.Linear(128, 1)
 optimizer = torch.optim.Adam([*lstm.parameters(), *readout.parameters()], lr=1e-3)
-for step in range(300):
+for step in range({steps}):
     inputs, targets = task.sample(64, data)
     hs, _ = lstm(inputs)
     loss = F.mse_loss(readout(hs[-1:]), targets)
@@ -279,12 +282,12 @@ print(loss.item())
 """
 
 
-def bench_cli(rounds: int) -> pd.DataFrame:
+def bench_cli(rounds: int, steps: int = 300) -> pd.DataFrame:
     """The whole command, start-up and default diagnostics included, and without diagnostics
     (what they cost), against the minimal torch.nn.LSTM script."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "minimal.py"
-        script.write_text(MINIMAL_SCRIPT)
+        script.write_text(MINIMAL_SCRIPT.format(steps=steps))
         cli = [
             sys.executable,
             "-m",
@@ -293,7 +296,7 @@ def bench_cli(rounds: int) -> pd.DataFrame:
             "cell.hidden_size=128",
             "task=adding",
             "task.seq_len=100",
-            "train.steps=300",
+            f"train.steps={steps}",
             "train.batch_size=64",
             "progress=false",
             "rerun=true",
@@ -306,7 +309,7 @@ def bench_cli(rounds: int) -> pd.DataFrame:
         }
         cli_s, bare_s, minimal_s = commands_seconds(commands, rounds)
     row = {
-        "steps": 300,
+        "steps": steps,
         "cli_s": cli_s,
         "cli_no_diagnostics_s": bare_s,
         "minimal_torch_script_s": minimal_s,
@@ -317,17 +320,23 @@ def bench_cli(rounds: int) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
-def bench_diagnostics(rounds: int) -> pd.DataFrame:
+def bench_diagnostics(rounds: int, steps: int = 1000) -> pd.DataFrame:
     """What the diagnostics add to a run with every default (LSTM m=64, adding T=100, 1000
     steps, 6 snapshots on 16 sequences), whole commands with and without them."""
     with tempfile.TemporaryDirectory() as tmp:
-        base = [sys.executable, "-m", "rnnexp.train", "progress=false", "rerun=true"]
+        base = [sys.executable, "-m", "rnnexp.train", f"train.steps={steps}", "progress=false"]
+        base.append("rerun=true")
         commands = {
             "default": [*base, f"hydra.run.dir={tmp}/on"],
             "no_diagnostics": [*base, "diagnostics.enabled=false", f"hydra.run.dir={tmp}/off"],
         }
         on, off = commands_seconds(commands, rounds)
-    row = {"default_s": on, "no_diagnostics_s": off, "diagnostics_added": on / off - 1}
+    row = {
+        "steps": steps,
+        "default_s": on,
+        "no_diagnostics_s": off,
+        "diagnostics_added": on / off - 1,
+    }
     print(_row(row), flush=True)
     return pd.DataFrame([row])
 
@@ -358,18 +367,22 @@ SECTIONS = ("train", "jacobian", "sweep", "cli", "diagnostics")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds: about a minute")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one round, short runs, into results/bench/quick/",
+    )
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench")
+    parser.add_argument("--out", type=Path, help="default: results/bench[/quick]")
     args = parser.parse_args(argv)
     print(f"# rnnexp benchmark ({machine()})")
     if args.quick:
         runs = {
             "train": lambda: bench_train(5, [32, 128]),
             "jacobian": lambda: bench_jacobian(1, 40),
-            "sweep": lambda: bench_sweep(1),
-            "cli": lambda: bench_cli(1),
-            "diagnostics": lambda: bench_diagnostics(1),
+            "sweep": lambda: bench_sweep(1, steps=50),
+            "cli": lambda: bench_cli(1, steps=50),
+            "diagnostics": lambda: bench_diagnostics(1, steps=200),
         }
     else:
         runs = {
@@ -379,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             "cli": lambda: bench_cli(3),
             "diagnostics": lambda: bench_diagnostics(3),
         }
+    args.out = args.out or REPO / "results" / "bench" / ("quick" if args.quick else "")
     args.out.mkdir(parents=True, exist_ok=True)
     for section in args.only:
         print(f"\n## {section}")
