@@ -45,7 +45,7 @@ class LSTMConfig(GRUConfig):
     chrono_max_len: int | None = None
 
 
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
+OPTIMIZERS = {"adam": "Adam", "rmsprop": "RMSprop", "sgd": "SGD"}  # config name: torch.optim class
 
 
 @dataclass
@@ -103,7 +103,9 @@ def check_values(cfg: DictConfig) -> None:
     t, d = cfg.train, cfg.diagnostics
     _require(t.steps >= 1, "train.steps", "an integer >= 1", t.steps)
     _require(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
-    _require(t.optimizer in OPTIMIZERS, "train.optimizer", f"one of {OPTIMIZERS}", t.optimizer)
+    _require(
+        t.optimizer in OPTIMIZERS, "train.optimizer", f"one of {tuple(OPTIMIZERS)}", t.optimizer
+    )
     _require(t.lr > 0, "train.lr", "a number > 0", t.lr)
     _require(
         t.clip_grad_norm is None or t.clip_grad_norm > 0,

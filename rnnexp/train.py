@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from rnnexp import diagnostics
 from rnnexp.config import (
+    OPTIMIZERS,
     ConfigError,
     check_values,
     register_configs,
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 
 EVAL_SEED = 20240601  # evaluation batches depend on the task only, never on the run's seed
 TORCH_THREADS = torch.get_num_threads()  # the default, restored for runs that ask for it
-OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 
 register_configs()
 register_resolvers()
@@ -98,12 +98,15 @@ def fit(cfg: DictConfig, task, model: SequenceModel, run_dir: Path, label: str) 
     tc, device = cfg.train, torch.device(cfg.device)
     model.to(device)
     params = list(model.parameters())
-    optimizer = OPTIMIZERS[tc.optimizer](params, lr=tc.lr)
+    optimizer = getattr(torch.optim, OPTIMIZERS[tc.optimizer])(params, lr=tc.lr)
     data = torch.Generator().manual_seed(cfg.seed)
     fixed = torch.Generator().manual_seed(EVAL_SEED)
     eval_inputs, eval_targets = (x.to(device) for x in task.sample(tc.eval_batch_size, fixed))
-    diag_at = set(diagnostics.snapshot_steps(cfg.diagnostics, tc.steps))
-    diag_at = diag_at if cfg.diagnostics.enabled else set()  # off: the loop pays nothing
+    diag_at = (  # off: the loop pays nothing
+        set(diagnostics.snapshot_steps(cfg.diagnostics, tc.steps))
+        if cfg.diagnostics.enabled
+        else set()
+    )
     diag_batch = (
         eval_inputs[:, : cfg.diagnostics.batch_size],
         eval_targets[:, : cfg.diagnostics.batch_size],

@@ -5,8 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 
 # A few steps of a tiny model: enough to exercise every code path, quick on 2 cores.
@@ -45,10 +43,7 @@ def cli(
 TESTS_CONF = f"hydra.searchpath=[file://{REPO / 'tests' / 'conf'}]"
 
 
-@pytest.fixture
-def ok():
-    def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-        assert result.returncode == 0, result.stderr[-3000:]
-        return result
-
-    return check
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Assert that a command succeeded, showing the end of its stderr if it did not."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result

@@ -8,10 +8,10 @@ reference numbers (gru 0.988, rnn 0.083); the bounds leave room for another torc
 """
 
 import pandas as pd
-from conftest import cli
+from conftest import cli, ok
 
 
-def test_gru_learns_what_the_tanh_rnn_cannot(tmp_path, ok):
+def test_gru_learns_what_the_tanh_rnn_cannot(tmp_path):
     ok(
         cli(
             "-m",

@@ -9,7 +9,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import REPO, TESTS_CONF, TINY, cli
+from conftest import REPO, TESTS_CONF, TINY, cli, ok
 
 from rnnexp.results import load_runs
 
@@ -25,7 +25,7 @@ BASE = [a for a in TINY if not a.startswith("task.seq_len")]  # the grid sets it
 
 def test_resume_after_sigkill_equals_an_uninterrupted_sweep(tmp_path):
     reference = tmp_path / "reference"
-    assert cli("-m", *GRID, *BASE, f"hydra.sweep.dir={reference}").returncode == 0
+    ok(cli("-m", *GRID, *BASE, f"hydra.sweep.dir={reference}"))
 
     resumed = tmp_path / "resumed"
     args = ["-m", *GRID, *BASE, f"hydra.sweep.dir={resumed}"]
@@ -49,7 +49,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_sweep(tmp_path):
     assert 2 <= len(done_before) < 6
 
     result = cli(*args)
-    assert result.returncode == 0, result.stderr[-3000:]
+    ok(result)
     assert f"({len(done_before)} of them skipped as already done)" in result.stdout
     table = _sweep_table(resumed)
     assert table.run_id.is_unique and len(table) == 6
@@ -62,7 +62,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_sweep(tmp_path):
 
 def test_rerun_true_recomputes(tmp_path):
     args = ["-m", "cell=rnn", *TINY, f"hydra.sweep.dir={tmp_path}"]
-    assert cli(*args).returncode == 0
+    ok(cli(*args))
     (summary,) = tmp_path.glob("*/summary.parquet")
     first = summary.stat().st_mtime_ns
     assert "1 of them skipped" in cli(*args).stdout
@@ -99,10 +99,10 @@ def test_a_bad_grid_value_fails_before_any_job(tmp_path):
 
 
 def test_aggregate_command_rebuilds_the_table(tmp_path):
-    assert cli("-m", "cell=rnn,gru", *TINY, f"hydra.sweep.dir={tmp_path}").returncode == 0
+    ok(cli("-m", "cell=rnn,gru", *TINY, f"hydra.sweep.dir={tmp_path}"))
     (tmp_path / "summary.parquet").unlink()
     result = cli(str(tmp_path), "--csv", module="rnnexp.aggregate")
-    assert result.returncode == 0, result.stderr
+    ok(result)
     assert "2 runs: 2 ok, 0 diverged, 0 failed" in result.stdout
     table = pd.read_parquet(tmp_path / "summary.parquet")
     assert sorted(table.cell) == ["gru", "rnn"]
@@ -119,7 +119,7 @@ def test_aggregate_command_rebuilds_the_table(tmp_path):
 )
 def test_parallel_launchers(tmp_path, launcher):
     result = cli("-m", "cell=rnn,lstm", *TINY, *launcher, f"hydra.sweep.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    ok(result)
     table = pd.read_parquet(tmp_path / "summary.parquet")
     assert sorted(table.cell) == ["lstm", "rnn"] and (table.status == "ok").all()
     # every job ran in a process of its own, with one torch thread
@@ -145,7 +145,7 @@ def test_smoke_experiment_and_every_figure(tmp_path):
         "hydra.launcher.n_jobs=2",
         f"hydra.sweep.dir={tmp_path}",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    ok(result)
     table = pd.read_parquet(tmp_path / "summary.parquet")
     assert len(table) == 8 and (table.status == "ok").all()
     assert set(table.cell) == {"rnn", "irnn", "gru", "lstm"}
@@ -163,7 +163,7 @@ def test_smoke_experiment_and_every_figure(tmp_path):
 
 
 def test_a_run_folder_reused_with_another_config_is_not_skipped(tmp_path):
-    assert cli("cell=rnn", *TINY, f"hydra.run.dir={tmp_path}").returncode == 0
+    ok(cli("cell=rnn", *TINY, f"hydra.run.dir={tmp_path}"))
     first = pd.read_parquet(tmp_path / "summary.parquet").run_id.item()
     assert "skipped" in cli("cell=rnn", *TINY, f"hydra.run.dir={tmp_path}").stdout
     result = cli("cell=gru", *TINY, f"hydra.run.dir={tmp_path}")

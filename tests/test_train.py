@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 import torch
-from conftest import TESTS_CONF, TINY, cli
+from conftest import TESTS_CONF, TINY, cli, ok
 
 from rnnexp.results import load_runs
 
@@ -45,7 +45,7 @@ def grid(tmp_path_factory):
     result = cli(
         "-m", "cell=rnn,irnn,gru,lstm", "task=adding,copy", *TINY, f"hydra.sweep.dir={out}"
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    ok(result)
     return out
 
 
@@ -117,14 +117,14 @@ def test_same_config_and_seed_give_identical_tables(tmp_path):
     for name in ("a", "b"):
         out = tmp_path / name
         result = cli("cell=gru", "task=copy", *TINY, f"hydra.run.dir={out}")
-        assert result.returncode == 0, result.stderr[-3000:]
+        ok(result)
         runs.append(out)
     for table in ("summary", "metrics", "jacobians", "gradients"):
         a, b = (pd.read_parquet(r / f"{table}.parquet") for r in runs)
         wall = [c for c in a.columns if "wall" in c]
         pd.testing.assert_frame_equal(a.drop(columns=wall), b.drop(columns=wall))
     other = cli("cell=gru", "task=copy", *TINY, "seed=1", f"hydra.run.dir={tmp_path / 'c'}")
-    assert other.returncode == 0
+    ok(other)
     a, c = (pd.read_parquet(r / "metrics.parquet") for r in (runs[0], tmp_path / "c"))
     assert not a.train_loss.iloc[1:].equals(c.train_loss.iloc[1:])
 
@@ -175,7 +175,7 @@ def test_divergence_is_recorded_not_raised(tmp_path):
         *TINY,
         f"hydra.run.dir={tmp_path}",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    ok(result)
     summary = pd.read_parquet(tmp_path / "summary.parquet").iloc[0]
     assert summary.status == "diverged"
     assert summary.steps_done < 6
@@ -186,7 +186,7 @@ def test_divergence_is_recorded_not_raised(tmp_path):
 
 def test_task_defined_outside_the_package_trains(tmp_path):
     result = cli(TESTS_CONF, "task=last_bit", "cell=gru", *TINY, f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    ok(result)
     summary = pd.read_parquet(tmp_path / "summary.parquet").iloc[0]
     assert summary.status == "ok" and summary.task == "last_bit" and summary.seq_len == 6
     assert summary.baseline_loss == pytest.approx(math.log(2))
@@ -203,7 +203,7 @@ def test_lstm_learns_the_adding_problem_at_t20(tmp_path):
         "progress=false",
         f"hydra.run.dir={tmp_path}",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    ok(result)
     summary = pd.read_parquet(tmp_path / "summary.parquet").iloc[0]
     assert summary.final_eval_loss < 0.5 * summary.baseline_loss
     config = (tmp_path / "config.yaml").read_text()
