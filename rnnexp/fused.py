@@ -128,11 +128,12 @@ class GRUScan(torch.autograd.Function):
         m = w_hh.shape[1]
         gates = _project(inputs, w_ih, b_ih)  # (T, B, 3m): x W_ih^T + b_ih, then r, z, n
         gh = inputs.new_empty(T, B, 3 * m)  # h_{t-1} W_hh^T + b_hh, kept: q is its n block
+        n = inputs.new_empty(T, B, m)  # not in gates: torch's CPU tanh is 2-3x slower strided
         states = inputs.new_empty(T + 1, B, m)
         states[0] = h0
-        H, GH = _per_step(states), _per_step(gh)
+        H, GH, N = _per_step(states), _per_step(gh), _per_step(n)
         RZ, R, Z = _per_step(gates, 0, 2 * m), _per_step(gates, 0, m), _per_step(gates, m, 2 * m)
-        N = _per_step(gates, 2 * m)
+        XN = _per_step(gates, 2 * m)
         GH_RZ, Q = _per_step(gh, 0, 2 * m), _per_step(gh, 2 * m)
         w_hh_t = w_hh.t()
         for t in range(T):
@@ -141,8 +142,9 @@ class GRUScan(torch.autograd.Function):
             else:
                 torch.addmm(b_hh, H[t], w_hh_t, out=GH[t])
             RZ[t].add_(GH_RZ[t]).sigmoid_()
-            N[t].addcmul_(R[t], Q[t]).tanh_()
-            torch.addcmul(H[t], Z[t], N[t] - H[t], out=H[t + 1])
+            torch.addcmul(XN[t], R[t], Q[t], out=N[t]).tanh_()
+            torch.lerp(H[t], N[t], Z[t], out=H[t + 1])  # h + z (n - h)
+        gates[..., 2 * m :] = n
         ctx.save_for_backward(inputs, w_ih, w_hh, states, gates, gh, b_ih)
         return states
 
@@ -196,17 +198,19 @@ class LSTMScan(torch.autograd.Function):
         gates = _project(inputs, w_ih * double_g, bias)  # pre-activations, then i, f, g, o
         states = inputs.new_empty(T + 1, B, 2 * m)
         states[0] = s0
-        tanh_c = inputs.new_empty(T, B, m)
+        # c in a buffer of its own: torch's CPU tanh is 2-3x slower on a strided slice
+        cells, tanh_c = inputs.new_empty(T + 1, B, m), inputs.new_empty(T, B, m)
+        cells[0] = s0[:, m:]
         a, (i, f, g, o) = _per_step(gates), (_per_step(gates, j * m, (j + 1) * m) for j in range(4))
-        h, c, tc = _per_step(states, 0, m), _per_step(states, m), _per_step(tanh_c)
+        h, c, tc = _per_step(states, 0, m), _per_step(cells), _per_step(tanh_c)
         w_hh_t = (w_hh * double_g).t()
         for t in range(T):
-            a[t].addmm_(h[t], w_hh_t).sigmoid_()
-            g[t].mul_(2).sub_(1)
-            torch.mul(f[t], c[t], out=c[t + 1])
-            c[t + 1].addcmul_(i[t], g[t])
+            a[t].addmm_(h[t], w_hh_t).sigmoid_()  # g holds sigmoid(2 a_g) = (1 + tanh(a_g)) / 2
+            torch.mul(f[t], c[t], out=c[t + 1]).sub_(i[t]).addcmul_(i[t], g[t], value=2)
             torch.tanh(c[t + 1], out=tc[t])
             torch.mul(o[t], tc[t], out=h[t + 1])
+        gates[..., 2 * m : 3 * m].mul_(2).sub_(1)  # now tanh(a_g), for backward
+        states[1:, :, m:] = cells[1:]
         ctx.save_for_backward(inputs, w_ih, w_hh, states, gates, tanh_c, b_ih)
         return states
 
