@@ -206,6 +206,7 @@ class LSTMScan(torch.autograd.Function):
         w_hh_t = (w_hh * double_g).t()
         for t in range(T):
             a[t].addmm_(h[t], w_hh_t).sigmoid_()  # g holds sigmoid(2 a_g) = (1 + tanh(a_g)) / 2
+            # c' = f c + i tanh(a_g) = f c - i + 2 i g, three ops and no per-step g transform
             torch.mul(f[t], c[t], out=c[t + 1]).sub_(i[t]).addcmul_(i[t], g[t], value=2)
             torch.tanh(c[t + 1], out=tc[t])
             torch.mul(o[t], tc[t], out=h[t + 1])
