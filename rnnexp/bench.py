@@ -207,6 +207,21 @@ def bench_jacobian(rounds: int, stride: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def train_command(*overrides: str, multirun: bool = False) -> list[str]:
+    """`python -m rnnexp.train` as timed here: no bar, and a fresh run every round (rerun=true:
+    no skip of the finished one). -m must come before the overrides (Hydra's argparse)."""
+    flags = ["-m"] if multirun else []
+    return [
+        sys.executable,
+        "-m",
+        "rnnexp.train",
+        *flags,
+        "progress=false",
+        "rerun=true",
+        *overrides,
+    ]
+
+
 def commands_seconds(commands: dict[str, list[str]], rounds: int) -> list[float]:
     """Median wall seconds of whole commands run in turn, start-up included, no warm-up."""
     runs = {
@@ -221,11 +236,7 @@ def bench_sweep(rounds: int, steps: int = 400) -> pd.DataFrame:
     running them one after the other with torch's default threads, and with 1 thread (pure
     process parallelism). Every round starts fresh (rerun=true), start-up costs included."""
     with tempfile.TemporaryDirectory() as tmp:
-        base = [
-            sys.executable,
-            "-m",
-            "rnnexp.train",
-            "-m",
+        base = train_command(
             "cell=rnn,gru,lstm,irnn",
             "seed=0,1",
             "cell.hidden_size=64",
@@ -233,9 +244,8 @@ def bench_sweep(rounds: int, steps: int = 400) -> pd.DataFrame:
             f"train.steps={steps}",
             "train.eval_every=100",
             "diagnostics.enabled=false",
-            "progress=false",
-            "rerun=true",
-        ]
+            multirun=True,
+        )
         commands = {
             "joblib_2_jobs": [
                 *base,
@@ -288,20 +298,15 @@ def bench_cli(rounds: int, steps: int = 300) -> pd.DataFrame:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "minimal.py"
         script.write_text(MINIMAL_SCRIPT.format(steps=steps))
-        cli = [
-            sys.executable,
-            "-m",
-            "rnnexp.train",
+        cli = train_command(
             "cell=lstm",
             "cell.hidden_size=128",
             "task=adding",
             "task.seq_len=100",
             f"train.steps={steps}",
             "train.batch_size=64",
-            "progress=false",
-            "rerun=true",
             f"hydra.run.dir={tmp}/run",
-        ]
+        )
         commands = {
             "cli": cli,
             "cli_no_diagnostics": [*cli, "diagnostics.enabled=false"],
@@ -324,8 +329,7 @@ def bench_diagnostics(rounds: int, steps: int = 1000) -> pd.DataFrame:
     """What the diagnostics add to a run with every default (LSTM m=64, adding T=100, 1000
     steps, 6 snapshots on 16 sequences), whole commands with and without them."""
     with tempfile.TemporaryDirectory() as tmp:
-        base = [sys.executable, "-m", "rnnexp.train", f"train.steps={steps}", "progress=false"]
-        base.append("rerun=true")
+        base = train_command(f"train.steps={steps}")
         commands = {
             "default": [*base, f"hydra.run.dir={tmp}/on"],
             "no_diagnostics": [*base, "diagnostics.enabled=false", f"hydra.run.dir={tmp}/off"],

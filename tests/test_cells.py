@@ -325,12 +325,7 @@ def test_worked_example_lstm():
 def test_jacobian_vector_product_applies_the_same_jacobian(kind, bias):
     torch.manual_seed(9)
     n, m, batch, k = 3, 5, 4, 3
-    cell = {
-        "tanh": lambda: RNNCell(n, m, bias=bias),
-        "relu": lambda: RNNCell(n, m, bias=bias, nonlinearity="relu"),
-        "gru": lambda: GRUCell(n, m, bias=bias),
-        "lstm": lambda: LSTMCell(n, m, bias=bias),
-    }[kind]()
+    cell, _ = _paired(kind, n, m, bias)
     x, s = torch.randn(batch, n), torch.randn(batch, cell.state_size)
     v = torch.randn(batch, cell.state_size, k)
     expected = cell.state_jacobian(x, s) @ v
