@@ -30,10 +30,16 @@ def _diag_blocks_times(coef: Tensor, weight_hh: Tensor) -> Tensor:
     """sum_k diag(coef[:, k]) @ W_k for the gate blocks W_k of weight_hh: (B, G, m) -> (B, m, m).
 
     Every Jacobian below has this shape: a gate's pre-activation depends on h only through its
-    block of weight_hh, scaled row-wise by the derivative of what the gate feeds.
+    block of weight_hh, scaled row-wise by the derivative of what the gate feeds. A contraction
+    over G <= 4 terms runs faster as G broadcast multiply-adds than as a matmul: an einsum was 3-6x
+    slower on the (B, m, m) results (3200 LSTM steps at m=64: 119 against 20-30 ms).
     """
     gates, m = coef.shape[1], coef.shape[2]
-    return torch.einsum("bki,kij->bij", coef, weight_hh.view(gates, m, m))
+    blocks = weight_hh.view(gates, m, m)
+    out = coef[:, 0, :, None] * blocks[0]
+    for k in range(1, gates):
+        out.addcmul_(coef[:, k, :, None], blocks[k])
+    return out
 
 
 def rnn_jacobian_factor(h_new: Tensor, nonlinearity: str) -> Tensor:
@@ -333,7 +339,9 @@ class GRUCell(RecurrentCell):
 
     def _jacobian(self, x: Tensor, h: Tensor) -> Tensor:
         d, coef = gru_jacobian_factors(*self._gates(x, h), h)
-        return torch.diag_embed(d) + _diag_blocks_times(coef, self.weight_hh)
+        jac = _diag_blocks_times(coef, self.weight_hh)
+        jac.diagonal(dim1=-2, dim2=-1).add_(d)
+        return jac
 
     def jacobian_vector_product(self, input: Tensor, state: Tensor, v: Tensor) -> Tensor:
         if type(self) is not GRUCell:
@@ -464,18 +472,16 @@ class LSTMCell(RecurrentCell):
         h, c = self.unflatten_state(s)
         i, f, g, o = self._gates(x, h)
         k, dc_dpre, dh_dpre_o = lstm_jacobian_factors(i, f, g, o, c, torch.tanh(f * c + i * g))
-        zero = torch.zeros_like(k).unsqueeze(1)
-        coef = torch.stack(  # (B, 2, 4, m): rows h', c'; columns the gates i, f, g, o
-            [
-                torch.cat([k.unsqueeze(1) * dc_dpre, dh_dpre_o.unsqueeze(1)], 1),
-                torch.cat([dc_dpre, zero], 1),
-            ],
-            1,
-        )
         B, m = k.shape
-        through_h = _diag_blocks_times(coef.view(2 * B, 4, m), self.weight_hh)
-        through_c = torch.diag_embed(torch.stack([k * f, f], 1))  # diag(k f) over diag(f)
-        return torch.cat([through_h.reshape(B, 2 * m, m), through_c.view(B, 2 * m, m)], -1)
+        dc_dh = _diag_blocks_times(dc_dpre, self.weight_hh[: 3 * m])
+        jac = dc_dh.new_empty(B, 2 * m, 2 * m)  # rows h', c'; columns h, c
+        jac[..., m:] = 0  # two diagonal blocks: zeroing only them halves a costly fill
+        dh_dh = (k[..., None] * dc_dh).addcmul_(dh_dpre_o[..., None], self.weight_hh[3 * m :])
+        jac[:, :m, :m] = dh_dh  # diag(k) dc'/dh + diag(dh_dpre_o) W_ho
+        jac[:, m:, :m] = dc_dh
+        jac[:, :m, m:].diagonal(dim1=-2, dim2=-1).copy_(k * f)
+        jac[:, m:, m:].diagonal(dim1=-2, dim2=-1).copy_(f)
+        return jac
 
     def jacobian_vector_product(self, input: Tensor, state: Tensor, v: Tensor) -> Tensor:
         if type(self) is not LSTMCell:
