@@ -67,9 +67,18 @@ def lstm_jacobian_factors(
     k = o (1 - tanh(c')^2) = dh'/dc'; dc_dpre (..., 3, m) = dc'/d(pre-activations of i, f, g);
     dh_dpre_o = dh'/d(pre-activation of o). See `LSTMCell` for how they make the Jacobian.
     """
-    k = o * (1 - tanh_c_new * tanh_c_new)
-    dc_dpre = torch.stack([g * i * (1 - i), c * f * (1 - f), i * (1 - g * g)], -2)
-    return k, dc_dpre, tanh_c_new * o * (1 - o)
+    # x (1 - y y) as x - (x y) y: 8 ops instead of 15, as they run over every step of a BPTT
+    o_tanh, g_i, c_f = o * tanh_c_new, g * i, c * f
+    k = torch.addcmul(o, o_tanh, tanh_c_new, value=-1)
+    dc_dpre = torch.stack(
+        [
+            torch.addcmul(g_i, g_i, i, value=-1),
+            torch.addcmul(c_f, c_f, f, value=-1),
+            torch.addcmul(i, g_i, g, value=-1),
+        ],
+        -2,
+    )
+    return k, dc_dpre, torch.addcmul(o_tanh, o_tanh, o, value=-1)
 
 
 class RecurrentCell(nn.Module):
