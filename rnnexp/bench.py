@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         runs = {
             "train": lambda: bench_train(21, [32, 128, 256]),
-            "jacobian": lambda: bench_jacobian(3, 10),
+            "jacobian": lambda: bench_jacobian(7, 10),
             "sweep": lambda: bench_sweep(3),
             "cli": lambda: bench_cli(3),
             "diagnostics": lambda: bench_diagnostics(3),
