@@ -31,8 +31,8 @@ def _diag_blocks_times(coef: Tensor, weight_hh: Tensor) -> Tensor:
 
     Every Jacobian below has this shape: a gate's pre-activation depends on h only through its
     block of weight_hh, scaled row-wise by the derivative of what the gate feeds. A contraction
-    over G <= 4 terms runs faster as G broadcast multiply-adds than as a matmul: an einsum was 3-6x
-    slower on the (B, m, m) results (3200 LSTM steps at m=64: 119 against 20-30 ms).
+    over G <= 4 terms runs faster as G broadcast multiply-adds than as an einsum (a matmul with
+    inner size G, then a permuting copy): 2.2 against 1.0 ms for 256 GRU Jacobians at m=64.
     """
     gates, m = coef.shape[1], coef.shape[2]
     blocks = weight_hh.view(gates, m, m)
