@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnexp.allocator import retain_freed_memory
 from rnnexp.cells import GRUCell, LSTMCell, RNNCell
 from rnnexp.jacobians import state_jacobian_norms
 from rnnexp.model import SequenceModel
@@ -379,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--out", type=Path, help="default: results/bench[/quick]")
     args = parser.parse_args(argv)
+    retain_freed_memory()  # as every training run does; ours and torch's alike
     print(f"# rnnexp benchmark ({machine()})")
     if args.quick:
         runs = {

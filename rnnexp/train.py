@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from rnnexp import diagnostics
+from rnnexp.allocator import retain_freed_memory
 from rnnexp.config import (
     OPTIMIZERS,
     ConfigError,
@@ -81,7 +82,8 @@ def build(cfg: DictConfig) -> tuple[Any, SequenceModel]:
 
 
 def _set_global_state(cfg: DictConfig, parallel: bool) -> None:
-    """Seed and thread settings, at the start of every run: joblib reuses its workers."""
+    """Seed, threads and allocator, at the start of every run: joblib reuses its workers."""
+    retain_freed_memory()
     threads = cfg.threads or (1 if parallel else TORCH_THREADS)
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
