@@ -16,12 +16,14 @@ Sections (`--only` picks some):
              1 thread), whole commands.
   cli        `python -m rnnexp.train` (300 steps, LSTM m=128, T=100, B=64, default
              diagnostics and evaluation) over a minimal script doing the same 300 steps with
-             torch.nn.LSTM, whole commands.
+             torch.nn.LSTM (plain torch: glibc's default allocator thresholds), whole commands.
   diagnostics  a run with every default, with and without diagnostics: what they add.
 
-Results go to results/bench/<section>.csv, and a Markdown table to stdout. `--quick` runs one
-round, the whole-command sections with short runs (50 steps; diagnostics 200), and writes to
-results/bench/quick/: a smoke check of the suite, its ratios only indicative.
+The in-process sections run under `retain_freed_memory()`, as a training run does, for ours
+and torch's alike. Results go to results/bench/<section>.csv, and a Markdown table to stdout.
+`--quick` runs one round, the whole-command sections with short runs (50 steps; diagnostics
+200), and writes to results/bench/quick/: a smoke check of the suite, its ratios only
+indicative.
 """
 
 from __future__ import annotations
