@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from rnnexp.cells import GRUCell, LSTMCell, RNNCell
+from rnnexp.fused import _direct_grads
 from rnnexp.model import SequenceModel
 
 
@@ -89,6 +90,19 @@ def test_fused_unroll_matches_the_reference(kind, dtype, tol, scored, bias):
     torch.testing.assert_close(states, ref_states, rtol=tol, atol=tol)
     for got, want in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+def test_fused_backward_finds_the_steps_the_loss_touches():
+    """A step counts if any entry of its gradient is nonzero: of either sign, subnormal or NaN;
+    the fused backward adds the direct term only there."""
+    g = torch.zeros(6, 2, 3)
+    g[1, 0, 0] = float("nan")
+    g[2, 1, 2] = -1e-30
+    g[3, 0, 1] = -0.0  # a signed zero touches nothing
+    g[4, 1, 1] = 1e-40  # subnormal in float32
+    g[5] = -1 - torch.rand(2, 3)  # all negative: its max is below 0
+    assert _direct_grads(g) == (g != 0).flatten(1).any(1).tolist()
+    assert _direct_grads(g) == [False, True, True, False, True, True]
 
 
 def test_fused_model_trains_like_the_reference():
