@@ -19,6 +19,7 @@ from rnnexp.jacobians import (
 )
 from rnnexp.model import SequenceModel
 from rnnexp.tasks import AddingTask, CopyTask
+from tests.toy_cells import LeakyRNNCell
 
 torch.set_default_dtype(torch.float64)
 
@@ -27,6 +28,7 @@ CELLS = {
     "relu": lambda n, m: RNNCell(n, m, nonlinearity="relu"),
     "gru": lambda n, m: GRUCell(n, m),
     "lstm": lambda n, m: LSTMCell(n, m),
+    "leaky": lambda n, m: LeakyRNNCell(n, m, alpha=0.6),  # a cell from outside the package
 }
 
 

@@ -192,6 +192,24 @@ def test_task_defined_outside_the_package_trains(tmp_path):
     assert summary.baseline_loss == pytest.approx(math.log(2))
 
 
+def test_cell_defined_outside_the_package_trains_and_is_measured(tmp_path):
+    result = cli(
+        TESTS_CONF, "cell=leaky_rnn", "cell.alpha=0.25", *TINY, f"hydra.run.dir={tmp_path}"
+    )
+    ok(result)
+    summary = pd.read_parquet(tmp_path / "summary.parquet").iloc[0]
+    assert summary.status == "ok" and summary.cell == "leaky_rnn" and summary.alpha == 0.25
+    assert math.isfinite(summary.log10_decay_rate_init)
+    jacobians = pd.read_parquet(tmp_path / "jacobians.parquet")
+    at_init = jacobians[jacobians.step == 0].sort_values("lag")
+    # one step of lag: (1 - alpha) I + alpha diag(tanh') W, near 1 - alpha = 0.75 for small W
+    assert at_init.log10_jacobian_norm_median.iloc[0] == 0.0
+    assert 0.5 < 10 ** at_init.log10_jacobian_norm_median.iloc[1] < 1.1
+    bad = cli(TESTS_CONF, "cell=leaky_rnn", "cell.alpha=2", *TINY, f"hydra.run.dir={tmp_path}/bad")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == "error: cell.alpha must be in (0, 1], got 2"
+
+
 def test_lstm_learns_the_adding_problem_at_t20(tmp_path):
     result = cli(
         "cell=lstm",
