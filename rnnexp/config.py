@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -104,7 +105,7 @@ def check_values(cfg: DictConfig) -> None:
     _require(t.steps >= 1, "train.steps", "an integer >= 1", t.steps)
     _require(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
     _require(
-        t.optimizer in OPTIMIZERS, "train.optimizer", f"one of {tuple(OPTIMIZERS)}", t.optimizer
+        t.optimizer in OPTIMIZERS, "train.optimizer", f"one of {', '.join(OPTIMIZERS)}", t.optimizer
     )
     _require(t.lr > 0, "train.lr", "a number > 0", t.lr)
     _require(
@@ -133,6 +134,29 @@ def check_values(cfg: DictConfig) -> None:
     _require(
         cfg.threads is None or cfg.threads >= 1, "threads", "null or an integer >= 1", cfg.threads
     )
+    device_names = "a torch device: cpu, cuda, cuda:1, ..."
+    _require(_is_device_name(cfg.device), "device", device_names, cfg.device)
+
+
+def _is_device_name(name: str) -> bool:
+    try:
+        torch.device(name)
+    except (RuntimeError, TypeError):
+        return False
+    return True
+
+
+def check_device_available(name: str) -> None:
+    """That this machine has the device: at the start of a run, not in a sweep's grid check,
+    whose launching host (a SLURM login node, say) may lack the GPUs of the compute nodes."""
+    device = torch.device(name)
+    if device.type == "cpu":
+        return
+    accelerator = torch.accelerator.current_accelerator(check_available=True)
+    count = torch.accelerator.device_count() if accelerator is not None else 0
+    have = ", ".join(["cpu", *(f"{accelerator.type}:{i}" for i in range(count))])
+    ok = accelerator is not None and device.type == accelerator.type
+    _require(ok and (device.index or 0) < count, "device", f"one this machine has ({have})", name)
 
 
 # Keys that change neither what a run computes nor its tables.

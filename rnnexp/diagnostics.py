@@ -1,7 +1,8 @@
 """Diagnostics snapshots during training: Jacobian-product and gradient norms as tables.
 
 The maths lives in `rnnexp.jacobians`; this module decides when to take a snapshot and turns
-one into long-form table rows (one per time step t) plus the per-snapshot summary numbers.
+one into long-form tables (a row per time step t, or per exponent) plus the per-snapshot
+summary numbers.
 """
 
 from __future__ import annotations
@@ -31,10 +32,21 @@ def snapshot_steps(cfg: DictConfig, steps: int) -> list[int]:
     return sorted(chosen)
 
 
-def _batch_stats(log_norms: Tensor, name: str) -> dict[str, np.ndarray]:
-    """Median, mean, q10 and q90 over the batch (dim 1) of a (T+1, B) table of log10 norms."""
-    x = log_norms.double().cpu()
-    q = torch.quantile(x, torch.tensor([0.1, 0.5, 0.9], dtype=x.dtype), dim=1)
+def _quantiles(x: Tensor, q: list[float]) -> Tensor:
+    """Quantiles over dim 1, linearly interpolated as torch.quantile's, but -inf where that
+    gives NaN: between -inf and anything else, or two -inf (a dead relu's log10 0)."""
+    x = x.sort(dim=1).values
+    pos = torch.tensor(q, dtype=x.dtype) * (x.shape[1] - 1)
+    low, frac = pos.floor().long(), pos.frac()
+    a, b = x[:, low], x[:, (low + 1).clamp_max(x.shape[1] - 1)]
+    between = (1 - frac) * a + frac * b  # not a + frac (b - a): that is -inf + inf
+    return torch.where((frac == 0) | (a == b), a, between).T
+
+
+def _batch_stats(values: Tensor, name: str) -> dict[str, np.ndarray]:
+    """Median, mean, q10 and q90 over the batch (dim 1) of a (rows, B) table."""
+    x = values.double().cpu()
+    q = _quantiles(x, [0.1, 0.5, 0.9])
     return {
         f"{name}_median": q[1].numpy(),
         f"{name}_mean": x.mean(dim=1).numpy(),
@@ -45,8 +57,9 @@ def _batch_stats(log_norms: Tensor, name: str) -> dict[str, np.ndarray]:
 
 def snapshot(
     model: SequenceModel, task, inputs: Tensor, targets: Tensor, cfg: DictConfig, step: int
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
-    """Jacobian rows, gradient rows and summary numbers for the model as it is at `step`.
+) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
+    """The jacobians, gradients and lyapunov tables' rows, and the summary numbers, for the
+    model as it is at `step`.
 
     inputs/targets: the fixed diagnostics batch, the same for every run of the task.
     """
@@ -63,11 +76,15 @@ def snapshot(
     log_grad = torch.log10(grads.double())  # an exactly zero gradient gives -inf
     gradients = pd.DataFrame({"step": step, "t": t} | _batch_stats(log_grad, "log10_grad_norm"))
     decay_rate, horizon = memory_horizon(log_jac, threshold=cfg.threshold)
-    k = min(cfg.lyapunov_k, model.cell.state_size)
-    exponents = lyapunov_exponents(model.cell, inputs, k=k)
+    exponents = lyapunov_exponents(model.cell, inputs, k=cfg.lyapunov_k)  # (B, k), descending
+    lyapunov = pd.DataFrame(
+        {"step": step, "index": np.arange(1, cfg.lyapunov_k + 1)}
+        | _batch_stats(exponents.T, "lyapunov_exponent")
+    )
     numbers = {
         "memory_horizon": float(horizon),
         "log10_decay_rate": float(decay_rate),
         "lyapunov_exponent": float(exponents[:, 0].mean()),
     }
-    return jacobians, gradients, numbers
+    tables = {"jacobians": jacobians, "gradients": gradients, "lyapunov": lyapunov}
+    return tables, numbers

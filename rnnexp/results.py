@@ -2,10 +2,10 @@
 
 A run folder holds `config.yaml` (the resolved config), `summary.parquet` (one row, written
 last, so its presence means the run finished as ok, diverged or failed), `metrics.parquet`,
-`model.pt` (the final state_dict) and, with diagnostics on, `jacobians.parquet` and
-`gradients.parquet`. Nothing in it needs the
-code to be read. Every write is atomic (a temporary file, then a rename), so a killed run never
-leaves a truncated table.
+`model.pt` (the final state_dict) and, with diagnostics on, `jacobians.parquet`,
+`gradients.parquet` and `lyapunov.parquet`. Nothing in it needs the code to be read. Every
+write is atomic (a temporary file, then a rename), so a killed run never leaves a truncated
+table.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-TABLES = ("summary", "metrics", "jacobians", "gradients")
+TABLES = ("summary", "metrics", "jacobians", "gradients", "lyapunov")
 FINISHED = ("ok", "diverged")  # statuses a resumed sweep does not recompute
 
 
@@ -84,7 +84,7 @@ def run_dirs(path: str | os.PathLike) -> Iterator[Path]:
 def load_runs(path: str | os.PathLike, table: str = "summary") -> pd.DataFrame:
     """One DataFrame with `table` of every finished run under `path`, config columns included.
 
-    For the per-step tables (metrics, jacobians, gradients) each row also carries its run's
+    For the other tables (metrics, jacobians, gradients, lyapunov) each row also carries its run's
     config columns and `run_id`, so a notebook can group by cell, seq_len, seed, ... directly.
     `run_dir` is added on loading (it is where the run lies now, not part of the results).
     """

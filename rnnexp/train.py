@@ -34,6 +34,7 @@ from rnnexp.allocator import retain_freed_memory
 from rnnexp.config import (
     OPTIMIZERS,
     ConfigError,
+    check_device_available,
     check_values,
     register_configs,
     register_resolvers,
@@ -78,6 +79,10 @@ def build(cfg: DictConfig) -> tuple[Any, SequenceModel]:
     check_values(cfg)
     task = _instantiate("task", cfg.task)
     cell = _instantiate("cell", cfg.cell, input_size=task.input_size)
+    k, size = cfg.diagnostics.lyapunov_k, cell.state_size
+    if k > size:
+        message = f"diagnostics.lyapunov_k must be <= the cell's state size {size}, got {k}"
+        raise ConfigError(message)
     return task, SequenceModel(cell, task.output_size)
 
 
@@ -115,7 +120,8 @@ def fit(cfg: DictConfig, task, model: SequenceModel, run_dir: Path, label: str) 
     )
 
     rows: list[dict] = []
-    jacobian_tables, gradient_tables, diag_numbers = [], [], {}
+    diag_tables: dict[str, list[pd.DataFrame]] = {}  # jacobians, gradients, lyapunov
+    diag_numbers: dict[str, float] = {}
     losses, grad_norms = [], []
     status, solved_step, best_accuracy = "ok", None, -math.inf
     start = time.perf_counter()
@@ -153,9 +159,9 @@ def fit(cfg: DictConfig, task, model: SequenceModel, run_dir: Path, label: str) 
             write_table(pd.DataFrame(rows), run_dir / "metrics.parquet")
 
     def take_snapshot(step: int) -> None:
-        jac, grad, numbers = diagnostics.snapshot(model, task, *diag_batch, cfg.diagnostics, step)
-        jacobian_tables.append(jac)
-        gradient_tables.append(grad)
+        tables, numbers = diagnostics.snapshot(model, task, *diag_batch, cfg.diagnostics, step)
+        for name, table in tables.items():
+            diag_tables.setdefault(name, []).append(table)
         tag = "init" if step == 0 else "final"
         if step in (0, tc.steps):
             diag_numbers.update({f"{k}_{tag}": v for k, v in numbers.items()})
@@ -193,9 +199,8 @@ def fit(cfg: DictConfig, task, model: SequenceModel, run_dir: Path, label: str) 
             take_snapshot(step)
     bar.close()
 
-    if jacobian_tables:
-        write_table(pd.concat(jacobian_tables, ignore_index=True), run_dir / "jacobians.parquet")
-        write_table(pd.concat(gradient_tables, ignore_index=True), run_dir / "gradients.parquet")
+    for name, tables in diag_tables.items():
+        write_table(pd.concat(tables, ignore_index=True), run_dir / f"{name}.parquet")
     write_table(pd.DataFrame(rows), run_dir / "metrics.parquet")
     with atomic_path(run_dir / "model.pt") as tmp:
         torch.save(model.state_dict(), tmp)
@@ -250,6 +255,7 @@ def run(cfg: DictConfig, run_dir: Path, names: dict[str, str], parallel: bool = 
     """
     _set_global_state(cfg, parallel)
     task, model = build(cfg)
+    check_device_available(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
     columns = config_columns(OmegaConf.to_container(cfg, resolve=True), names)

@@ -43,7 +43,12 @@ def grid(tmp_path_factory):
     """Every cell on both tasks, a few steps each, in one basic-launcher multirun."""
     out = tmp_path_factory.mktemp("grid")
     result = cli(
-        "-m", "cell=rnn,irnn,gru,lstm", "task=adding,copy", *TINY, f"hydra.sweep.dir={out}"
+        "-m",
+        "cell=rnn,irnn,gru,lstm",
+        "task=adding,copy",
+        *TINY,
+        "diagnostics.lyapunov_k=3",
+        f"hydra.sweep.dir={out}",
     )
     ok(result)
     return out
@@ -112,6 +117,25 @@ def test_diagnostics_tables(grid):
     assert len(g[(g.cell == "lstm") & (g.task == "adding")]) == 3 * 7
 
 
+def test_lyapunov_table(grid):
+    exponents = load_runs(grid, table="lyapunov")
+    stats = ["lyapunov_exponent_q10", "lyapunov_exponent_median", "lyapunov_exponent_q90"]
+    assert exponents[stats].notna().all().all()  # the IRNN's dead relus give -inf, not NaN
+    summary = load_runs(grid).set_index("run_id")
+    for (run, step), snap in exponents.groupby(["run_id", "step"]):
+        assert snap["index"].tolist() == [1, 2, 3]
+        # each sample's exponents descend, so every order statistic over the batch does too
+        for column in [*stats, "lyapunov_exponent_mean"]:
+            assert snap[column].is_monotonic_decreasing, (run, step, column)
+        q10, median, q90 = (snap[c].to_numpy() for c in stats)
+        assert (q10 <= median).all() and (median <= q90).all()  # -inf included (dead relu)
+        if step in (0, 6):
+            tag = "init" if step == 0 else "final"
+            leading = snap.lyapunov_exponent_mean.iloc[0]
+            assert summary.loc[run, f"lyapunov_exponent_{tag}"] == pytest.approx(leading)
+    assert exponents.groupby("run_id").step.unique().map(list).tolist() == [[0, 2, 6]] * 8
+
+
 def test_same_config_and_seed_give_identical_tables(tmp_path):
     runs = []
     for name in ("a", "b"):
@@ -119,7 +143,7 @@ def test_same_config_and_seed_give_identical_tables(tmp_path):
         result = cli("cell=gru", "task=copy", *TINY, f"hydra.run.dir={out}")
         ok(result)
         runs.append(out)
-    for table in ("summary", "metrics", "jacobians", "gradients"):
+    for table in ("summary", "metrics", "jacobians", "gradients", "lyapunov"):
         a, b = (pd.read_parquet(r / f"{table}.parquet") for r in runs)
         wall = [c for c in a.columns if "wall" in c]
         pd.testing.assert_frame_equal(a.drop(columns=wall), b.drop(columns=wall))
@@ -137,9 +161,14 @@ def test_same_config_and_seed_give_identical_tables(tmp_path):
         ("train.lr=-1", "error: train.lr must be a number > 0, got -1.0"),
         (
             "train.optimizer=adamw",
-            "error: train.optimizer must be one of ('adam', 'rmsprop', 'sgd')",
+            "error: train.optimizer must be one of adam, rmsprop, sgd, got 'adamw'",
         ),
         ("cell.init=xavier", "error: cell.init must be one of default, orthogonal, identity"),
+        ("device=gpu0", "error: device must be a torch device: cpu, cuda, cuda:1, ..., got 'gpu0'"),
+        (  # the default cell, an LSTM with m = 64: its state is (h, c)
+            "diagnostics.lyapunov_k=129",
+            "error: diagnostics.lyapunov_k must be <= the cell's state size 128, got 129",
+        ),
     ],
 )
 def test_bad_values_end_with_one_line(tmp_path, override, message):
@@ -148,6 +177,21 @@ def test_bad_values_end_with_one_line(tmp_path, override, message):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert not (tmp_path / "summary.parquet").exists()
+
+
+def test_a_device_this_machine_lacks_ends_with_one_line(tmp_path):
+    if torch.accelerator.is_available():  # one index past the last
+        kind = torch.accelerator.current_accelerator().type
+        absent = f"{kind}:{torch.accelerator.device_count()}"
+    else:
+        absent = "cuda"
+    result = cli(f"device={absent}", *TINY, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: device must be one this machine has (cpu"), lines[0]
+    assert lines[0].endswith(f"got '{absent}'")
     assert not (tmp_path / "summary.parquet").exists()
 
 
