@@ -9,10 +9,14 @@ STAMP := $(VENV)/.installed
 .PHONY: setup test test-full lint format reproduce bench bench-quick clean
 
 # torch goes first, pinned, so that the range in pyproject.toml finds it satisfied and no
-# multi-GB CUDA build is pulled.
+# multi-GB CUDA build is pulled. TORCH_INDEX: the pip index to take that torch from (empty:
+# pip's own configuration). Where the default index would serve the CUDA build (Linux), give
+# PyTorch's CPU-only wheel index, the address its installation page shows.
+TORCH_INDEX ?=
 $(STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check \
+		$(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) -r requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,sweep]"
 	touch $@
 

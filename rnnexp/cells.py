@@ -132,9 +132,10 @@ class RecurrentCell(nn.Module):
     def reset_parameters(self) -> None:
         """torch's default uniform(-1/sqrt(m), 1/sqrt(m)), then the recurrent init asked for.
 
-        `orthogonal` makes each gate block of weight_hh `init_scale` times an orthogonal matrix;
-        `identity` makes it `init_scale` times the identity and zeroes the biases (the IRNN of
-        Le et al. 2015).
+        `init_scale` is the gain of weight_hh whatever the init, so that a sweep over it means
+        the same thing for each: `default` keeps torch's draw times the gain; `orthogonal` makes
+        each gate block `init_scale` times an orthogonal matrix; `identity` makes it
+        `init_scale` times the identity and zeroes the biases (the IRNN of Le et al. 2015).
         """
         bound = 1.0 / math.sqrt(self.hidden_size)
         for p in self.parameters():
@@ -146,6 +147,8 @@ class RecurrentCell(nn.Module):
                 nn.init.orthogonal_(block, gain=self.init_scale)
             elif self.init == "identity":
                 block.copy_(self.init_scale * torch.eye(m))
+            else:
+                block.mul_(self.init_scale)
         if self.init == "identity" and self.bias:
             self.bias_ih.zero_()
             self.bias_hh.zero_()
@@ -202,7 +205,7 @@ class RecurrentCell(nn.Module):
 
         The readable reference unroll, one `step` per time step under autograd.
         """
-        s = self.initial_state(inputs[0]) if state is None else self.flatten_state(state)
+        s = self._start_state(inputs, state)
         states = [s]
         for x in inputs:
             s = self.step(x, s)
@@ -218,8 +221,23 @@ class RecurrentCell(nn.Module):
 
     def _fused_args(self, inputs: Tensor, state) -> tuple:
         """(inputs, s_0, weight_ih, weight_hh, bias_ih, bias_hh) for the fused Functions."""
-        s0 = self.initial_state(inputs[0]) if state is None else self.flatten_state(state)
+        s0 = self._start_state(inputs, state)
         return inputs, s0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+
+    def _start_state(self, inputs: Tensor, state) -> Tensor:
+        """s_0 of a run over inputs (T, B, n): zeros if None, else the flat state, (B, S).
+
+        Checked, because a wrong one would broadcast silently: a number passed where the next
+        argument (k, ord, ...) was meant, say.
+        """
+        if state is None:
+            return self.initial_state(inputs[0])
+        s = self.flatten_state(state)
+        expected = (inputs.shape[1], self.state_size)
+        got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
+        if got != expected:
+            raise ValueError(f"state must be s_0 of shape (B, S) = {expected}, got {got}")
+        return s
 
     # -- Jacobian -----------------------------------------------------------------------------
     def state_jacobian(self, input: Tensor, state=None) -> Tensor:

@@ -152,8 +152,9 @@ def check_device_available(name: str) -> None:
     device = torch.device(name)
     if device.type == "cpu":
         return
-    accelerator = torch.accelerator.current_accelerator(check_available=True)
-    count = torch.accelerator.device_count() if accelerator is not None else 0
+    available = torch.accelerator.is_available()
+    accelerator = torch.accelerator.current_accelerator() if available else None
+    count = torch.accelerator.device_count() if available else 0
     have = ", ".join(["cpu", *(f"{accelerator.type}:{i}" for i in range(count))])
     ok = accelerator is not None and device.type == accelerator.type
     _require(ok and (device.index or 0) < count, "device", f"one this machine has ({have})", name)

@@ -76,7 +76,10 @@ def snapshot(
     log_grad = torch.log10(grads.double())  # an exactly zero gradient gives -inf
     gradients = pd.DataFrame({"step": step, "t": t} | _batch_stats(log_grad, "log10_grad_norm"))
     decay_rate, horizon = memory_horizon(log_jac, threshold=cfg.threshold)
-    exponents = lyapunov_exponents(model.cell, inputs, k=cfg.lyapunov_k)  # (B, k), descending
+    # the first half of the run aligns the QR frame with the leading directions: averaged in,
+    # a random start would bias short runs by about -log(sqrt(S)) / T
+    warmup = seq_len // 2
+    exponents = lyapunov_exponents(model.cell, inputs, k=cfg.lyapunov_k, warmup=warmup)
     lyapunov = pd.DataFrame(
         {"step": step, "index": np.arange(1, cfg.lyapunov_k + 1)}
         | _batch_stats(exponents.T, "lyapunov_exponent")

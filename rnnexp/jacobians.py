@@ -119,7 +119,7 @@ def _certified_top_eigenvalue(p: Tensor, q: Tensor, gq: Tensor, tol: float) -> T
 
 @torch.no_grad()
 def state_jacobian_norms(
-    cell, inputs: Tensor, state=None, ord: int | str = 2, log: bool = False
+    cell, inputs: Tensor, state=None, *, ord: int | str = 2, log: bool = False
 ) -> Tensor:
     """||ds_T/ds_t|| for every t = 0..T and sample: (T+1, B), row T the identity's norm.
 
@@ -228,7 +228,7 @@ def gradient_norms(model: SequenceModel, task, inputs: Tensor, targets: Tensor) 
 
 
 @torch.no_grad()
-def lyapunov_exponents(cell, inputs: Tensor, state=None, k: int = 1, warmup: int = 0) -> Tensor:
+def lyapunov_exponents(cell, inputs: Tensor, state=None, *, k: int = 1, warmup: int = 0) -> Tensor:
     """The k leading Lyapunov exponents of each sample's run: (B, k), per step, natural log.
 
     Benettin's QR method on the one-step Jacobians along the run: Q <- qr(J_t Q), summing

@@ -539,7 +539,7 @@ def gradient_flow_figure(gradients: pd.DataFrame, summary: pd.DataFrame | None =
 
     Each square: the batch median, mean over seeds. Rows are the snapshot steps (evenly spaced
     whatever the schedule, labelled with the step); grey squares have no finite value (-inf:
-    a state that does not reach the loss).
+    the gradient underflowed to exactly 0, or the state does not reach the loss).
     """
     cols = ["cell", "step", "t", GRAD]
     g = _ok_runs(_require(gradients, cols, "gradients"), summary, "gradients")
@@ -597,7 +597,7 @@ def gradient_flow_figure(gradients: pd.DataFrame, summary: pd.DataFrame | None =
             fig,
             _join(
                 _setting(fixed),
-                f"batch median, mean over {_seeds_text(g, key)}; grey: no gradient",
+                f"batch median, mean over {_seeds_text(g, key)}; grey: gradient exactly 0",
             ),
         )
     return fig

@@ -256,6 +256,7 @@ def run(cfg: DictConfig, run_dir: Path, names: dict[str, str], parallel: bool = 
     _set_global_state(cfg, parallel)
     task, model = build(cfg)
     check_device_available(cfg.device)
+    log.info("device %s, %d torch threads", cfg.device, torch.get_num_threads())
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
     columns = config_columns(OmegaConf.to_container(cfg, resolve=True), names)

@@ -23,12 +23,17 @@ TINY = [
 
 
 def cli(
-    *args: str, module: str = "rnnexp.train", timeout: int = 600
+    *args: str, module: str = "rnnexp.train", timeout: int = 600, one_thread: bool = True
 ) -> subprocess.CompletedProcess:
-    """`python -m module args...` from the repository root; stdout and stderr captured."""
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    # one torch thread per run: two threads on a busy 2-core machine spin-wait for each other
-    env["OMP_NUM_THREADS"] = "1"
+    """`python -m module args...` from the repository root; stdout and stderr captured.
+
+    one_thread: OMP_NUM_THREADS=1, torch's default then (two threads on a busy 2-core machine
+    spin-wait for each other); False leaves torch's own default, as a user's shell would.
+    """
+    drop = ("HYDRA_FULL_ERROR", "OMP_NUM_THREADS")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    if one_thread:
+        env["OMP_NUM_THREADS"] = "1"
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=REPO,

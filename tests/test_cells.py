@@ -172,6 +172,18 @@ def test_default_init_is_torchs_uniform(cell_cls):
 
 
 @pytest.mark.parametrize("cell_cls", [RNNCell, GRUCell, LSTMCell])
+def test_init_scale_is_the_gain_of_the_default_recurrent_weights(cell_cls):
+    cells = []
+    for scale in (1.0, 2.5):
+        torch.manual_seed(6)
+        cells.append(cell_cls(3, 8, init_scale=scale))
+    plain, scaled = (dict(c.named_parameters()) for c in cells)
+    for name, p in plain.items():
+        expected = 2.5 * p if name == "weight_hh" else p
+        torch.testing.assert_close(scaled[name], expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cell_cls", [RNNCell, GRUCell, LSTMCell])
 def test_orthogonal_init_makes_each_gate_block_orthogonal(cell_cls):
     torch.manual_seed(5)
     m = 16

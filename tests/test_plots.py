@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import runpy
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -291,9 +293,17 @@ def test_cell_colours_and_order():
         "zeta",
     ]
     assert len(set(plots.CELL_COLORS.values())) == len(plots.CELL_COLORS)
-    # an unknown cell gets a colour from its name alone, not from the order it is met in
-    assert plots.cell_color("mycell") == plots.cell_color("mycell")
-    assert plots.cell_color("mycell") in plots.FALLBACK_COLORS
+    # an unknown cell's colour comes from its name alone: not from the order the names are met
+    # in, nor from the process (str hashes are salted per process)
+    names = ["mycell", "leaky_rnn", "ugrnn", "mgu"]
+    here = [plots.cell_color(name) for name in reversed(names)][::-1]
+    assert set(here) <= set(plots.FALLBACK_COLORS)
+    probe = f"from rnnexp import plots; print(*(plots.cell_color(n) for n in {names!r}))"
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        command = [sys.executable, "-c", probe]
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        assert result.stdout.split() == here, result.stderr
 
 
 def test_learning_curves_baseline_and_diverged_runs(one):

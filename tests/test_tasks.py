@@ -9,6 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from rnnexp.cells import RNNCell
+from rnnexp.model import SequenceModel
 from rnnexp.tasks import AddingTask, CopyTask, Task
 
 CONF = Path(__file__).parents[1] / "conf" / "task"
@@ -62,10 +64,17 @@ def test_adding_baseline_and_accuracy():
 
 def test_adding_scores_only_the_last_output():
     task = AddingTask(seq_len=5)
-    assert task.output_steps == slice(-1, None)
-    T, B = 5, 3
-    outputs = torch.randn(T, B, 1)[task.output_steps]
-    assert outputs.shape == (1, B, 1)
+    inputs, targets = task.sample(3, _gen(2))
+    torch.manual_seed(0)
+    model = SequenceModel(RNNCell(2, 4), 1).to(inputs.dtype)  # the suite runs in float64
+    outputs, states = model(inputs, output_steps=task.output_steps, return_states=True)
+    # the reference: the readout of h_T alone, the last state
+    torch.testing.assert_close(outputs, model.readout(states[-1:]), rtol=0, atol=0)
+    everything = model(inputs)  # (T, B, 1)
+    moved = everything.clone()
+    moved[:-1] += 10.0  # every earlier output far off: the loss must not see it
+    for outs in (everything, moved):
+        assert task.loss(outs[task.output_steps], targets) == task.loss(outputs, targets)
 
 
 # -- copy -----------------------------------------------------------------------------------------

@@ -1,7 +1,11 @@
 """The training entry point end to end, through the command line as a user runs it."""
 
 import math
+import os
+import subprocess
+import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -80,7 +84,6 @@ def test_summary_columns(grid):
     assert s.error.isna().all()
     for column in RESULTS[3:-1]:
         assert pd.api.types.is_numeric_dtype(s[column]), column
-    assert s.memory_horizon_init.between(0, 26).all()
     assert s.final_eval_accuracy.between(0, 1).all()
 
 
@@ -112,6 +115,16 @@ def test_diagnostics_tables(grid):
         ["log10_jacobian_norm_q10", "log10_jacobian_norm_median", "log10_jacobian_norm_q90"]
     ].to_numpy()
     assert (stats[:, 0] <= stats[:, 1] + 1e-12).all() and (stats[:, 1] <= stats[:, 2] + 1e-12).all()
+    # the summary's horizon and decay rate, again from the table's batch medians
+    for (run, step), table in j[j.step.isin([0, 6])].groupby(["run_id", "step"]):
+        median = table.sort_values("lag").log10_jacobian_norm_median.to_numpy()
+        below = (median < -3).nonzero()[0]  # diagnostics.threshold: 1e-3
+        finite = np.isfinite(median)
+        slope = np.polyfit(np.arange(len(median))[finite], median[finite], 1)[0]
+        row = load_runs(grid).set_index("run_id").loc[run]
+        tag = "init" if step == 0 else "final"
+        assert row[f"memory_horizon_{tag}"] == (below[0] if len(below) else len(median) - 1)
+        assert row[f"log10_decay_rate_{tag}"] == pytest.approx(slope, rel=1e-9, abs=1e-12)
     g = load_runs(grid, table="gradients")
     assert {"step", "t", "log10_grad_norm_median", "cell"} <= set(g.columns)
     assert len(g[(g.cell == "lstm") & (g.task == "adding")]) == 3 * 7
@@ -193,6 +206,16 @@ def test_a_device_this_machine_lacks_ends_with_one_line(tmp_path):
     assert lines[0].startswith("error: device must be one this machine has (cpu"), lines[0]
     assert lines[0].endswith(f"got '{absent}'")
     assert not (tmp_path / "summary.parquet").exists()
+
+
+def test_threads_key_sets_torch_threads(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    probe = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
+    default = int(subprocess.run(probe, capture_output=True, text=True, env=env).stdout)
+    for threads, expected in (("null", default), ("3", 3)):
+        out = tmp_path / threads
+        ok(cli(f"threads={threads}", *TINY, f"hydra.run.dir={out}", one_thread=False))
+        assert f"device cpu, {expected} torch threads" in (out / "train.log").read_text()
 
 
 def test_unknown_cell_lists_the_available_ones(tmp_path):
