@@ -256,7 +256,6 @@ def run(cfg: DictConfig, run_dir: Path, names: dict[str, str], parallel: bool = 
     _set_global_state(cfg, parallel)
     task, model = build(cfg)
     check_device_available(cfg.device)
-    log.info("device %s, %d torch threads", cfg.device, torch.get_num_threads())
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
     columns = config_columns(OmegaConf.to_container(cfg, resolve=True), names)
@@ -296,11 +295,14 @@ def app(cfg: DictConfig) -> None:
             sys.exit(1)
         return
     log.info(
-        "%s: final eval loss %.4g (baseline %.4g), accuracy %.3f. Tables in %s",
+        "%s: final eval loss %.4g (baseline %.4g), accuracy %.3f (%s, torch threads: %d). "
+        "Tables in %s",
         summary["status"],
         summary["final_eval_loss"],
         summary["baseline_loss"],
         summary["final_eval_accuracy"],
+        cfg.device,
+        torch.get_num_threads(),
         run_dir,
     )
 

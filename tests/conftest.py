@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 
 # A few steps of a tiny model: enough to exercise every code path, quick on 2 cores.
@@ -52,3 +55,13 @@ def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     """Assert that a command succeeded, showing the end of its stderr if it did not."""
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+@pytest.fixture
+def float64_default():
+    """float64 as torch's default dtype for one test, then back: it is process-wide, and set
+    at a module's import it would hold for every test collected after it."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

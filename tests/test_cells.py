@@ -8,7 +8,7 @@ from torch import nn
 
 from rnnexp.cells import GRUCell, LSTMCell, RNNCell
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 SHAPES = [(1, 1), (3, 5), (7, 2)]  # (input_size, hidden_size)
 BATCHES = [None, 1, 4]  # None: unbatched 1-D input

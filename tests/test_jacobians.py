@@ -21,7 +21,7 @@ from rnnexp.model import SequenceModel
 from rnnexp.tasks import AddingTask, CopyTask
 from tests.toy_cells import LeakyRNNCell
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 CELLS = {
     "tanh": lambda n, m: RNNCell(n, m, nonlinearity="tanh"),

@@ -125,7 +125,7 @@ def test_parallel_launchers(tmp_path, launcher):
     assert sorted(table.cell) == ["lstm", "rnn"] and (table.status == "ok").all()
     # threads: null gives each parallel job one torch thread, whatever the machine's cores
     logs = [(tmp_path / run / "train.log").read_text() for run in table.run_id]
-    assert all("device cpu, 1 torch threads" in text for text in logs), logs
+    assert all("(cpu, torch threads: 1)" in text for text in logs), logs
 
 
 def test_missing_launcher_plugin_names_the_package(tmp_path):
