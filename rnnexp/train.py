@@ -80,7 +80,7 @@ def build(cfg: DictConfig) -> tuple[Any, SequenceModel]:
     task = _instantiate("task", cfg.task)
     cell = _instantiate("cell", cfg.cell, input_size=task.input_size)
     k, size = cfg.diagnostics.lyapunov_k, cell.state_size
-    if k > size:
+    if cfg.diagnostics.enabled and k > size:
         message = f"diagnostics.lyapunov_k must be <= the cell's state size {size}, got {k}"
         raise ConfigError(message)
     return task, SequenceModel(cell, task.output_size)
