@@ -94,7 +94,8 @@ def register_configs() -> None:
         cs.store(group="schema/cell", name=name, node=node)
 
 
-def _require(ok: bool, key: str, allowed: str, value: Any) -> None:
+def require(ok: bool, key: str, allowed: str, value: Any) -> None:
+    """The one-line ConfigError, `key must be <allowed>, got <value>`, unless ok."""
     if not ok:
         raise ConfigError(f"{key} must be {allowed}, got {value!r}")
 
@@ -102,40 +103,40 @@ def _require(ok: bool, key: str, allowed: str, value: Any) -> None:
 def check_values(cfg: DictConfig) -> None:
     """Range checks for the trainer's own keys, before any work starts."""
     t, d = cfg.train, cfg.diagnostics
-    _require(t.steps >= 1, "train.steps", "an integer >= 1", t.steps)
-    _require(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
-    _require(
+    require(t.steps >= 1, "train.steps", "an integer >= 1", t.steps)
+    require(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
+    require(
         t.optimizer in OPTIMIZERS, "train.optimizer", f"one of {', '.join(OPTIMIZERS)}", t.optimizer
     )
-    _require(t.lr > 0, "train.lr", "a number > 0", t.lr)
-    _require(
+    require(t.lr > 0, "train.lr", "a number > 0", t.lr)
+    require(
         t.clip_grad_norm is None or t.clip_grad_norm > 0,
         "train.clip_grad_norm",
         "null or a number > 0",
         t.clip_grad_norm,
     )
-    _require(t.log_every >= 1, "train.log_every", "an integer >= 1", t.log_every)
-    _require(t.eval_every >= 1, "train.eval_every", "an integer >= 1", t.eval_every)
-    _require(t.eval_batch_size >= 1, "train.eval_batch_size", "an integer >= 1", t.eval_batch_size)
-    _require(d.batch_size >= 1, "diagnostics.batch_size", "an integer >= 1", d.batch_size)
-    _require(
+    require(t.log_every >= 1, "train.log_every", "an integer >= 1", t.log_every)
+    require(t.eval_every >= 1, "train.eval_every", "an integer >= 1", t.eval_every)
+    require(t.eval_batch_size >= 1, "train.eval_batch_size", "an integer >= 1", t.eval_batch_size)
+    require(d.batch_size >= 1, "diagnostics.batch_size", "an integer >= 1", d.batch_size)
+    require(
         d.batch_size <= t.eval_batch_size,
         "diagnostics.batch_size",
         f"<= train.eval_batch_size ({t.eval_batch_size})",
         d.batch_size,
     )
-    _require(d.schedule in ("log", "every"), "diagnostics.schedule", "'log' or 'every'", d.schedule)
-    _require(d.snapshots >= 2, "diagnostics.snapshots", "an integer >= 2", d.snapshots)
-    _require(d.every >= 1, "diagnostics.every", "an integer >= 1", d.every)
-    _require(d.norm in ("2", "fro"), "diagnostics.norm", "'2' or 'fro'", d.norm)
-    _require(0 < d.threshold < 1, "diagnostics.threshold", "a number in (0, 1)", d.threshold)
-    _require(d.lyapunov_k >= 1, "diagnostics.lyapunov_k", "an integer >= 1", d.lyapunov_k)
-    _require(cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)
-    _require(
+    require(d.schedule in ("log", "every"), "diagnostics.schedule", "'log' or 'every'", d.schedule)
+    require(d.snapshots >= 2, "diagnostics.snapshots", "an integer >= 2", d.snapshots)
+    require(d.every >= 1, "diagnostics.every", "an integer >= 1", d.every)
+    require(d.norm in ("2", "fro"), "diagnostics.norm", "'2' or 'fro'", d.norm)
+    require(0 < d.threshold < 1, "diagnostics.threshold", "a number in (0, 1)", d.threshold)
+    require(d.lyapunov_k >= 1, "diagnostics.lyapunov_k", "an integer >= 1", d.lyapunov_k)
+    require(cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)
+    require(
         cfg.threads is None or cfg.threads >= 1, "threads", "null or an integer >= 1", cfg.threads
     )
     device_names = "a torch device: cpu, cuda, cuda:1, ..."
-    _require(_is_device_name(cfg.device), "device", device_names, cfg.device)
+    require(_is_device_name(cfg.device), "device", device_names, cfg.device)
 
 
 def _is_device_name(name: str) -> bool:
@@ -157,7 +158,7 @@ def check_device_available(name: str) -> None:
     count = torch.accelerator.device_count() if available else 0
     have = ", ".join(["cpu", *(f"{accelerator.type}:{i}" for i in range(count))])
     ok = accelerator is not None and device.type == accelerator.type
-    _require(ok and (device.index or 0) < count, "device", f"one this machine has ({have})", name)
+    require(ok and (device.index or 0) < count, "device", f"one this machine has ({have})", name)
 
 
 # Keys that change neither what a run computes nor its tables.

@@ -38,6 +38,7 @@ from rnnexp.config import (
     check_values,
     register_configs,
     register_resolvers,
+    require,
     run_id,
 )
 from rnnexp.model import SequenceModel
@@ -80,9 +81,8 @@ def build(cfg: DictConfig) -> tuple[Any, SequenceModel]:
     task = _instantiate("task", cfg.task)
     cell = _instantiate("cell", cfg.cell, input_size=task.input_size)
     k, size = cfg.diagnostics.lyapunov_k, cell.state_size
-    if cfg.diagnostics.enabled and k > size:
-        message = f"diagnostics.lyapunov_k must be <= the cell's state size {size}, got {k}"
-        raise ConfigError(message)
+    allowed = f"<= the cell's state size {size}"
+    require(not cfg.diagnostics.enabled or k <= size, "diagnostics.lyapunov_k", allowed, k)
     return task, SequenceModel(cell, task.output_size)
 
 

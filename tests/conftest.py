@@ -25,10 +25,8 @@ TINY = [
 ]
 
 
-def cli(
-    *args: str, module: str = "rnnexp.train", timeout: int = 600, one_thread: bool = True
-) -> subprocess.CompletedProcess:
-    """`python -m module args...` from the repository root; stdout and stderr captured.
+def user_env(one_thread: bool = True) -> dict[str, str]:
+    """The environment of a test's subprocess: a user's shell, without HYDRA_FULL_ERROR.
 
     one_thread: OMP_NUM_THREADS=1, torch's default then (two threads on a busy 2-core machine
     spin-wait for each other); False leaves torch's own default, as a user's shell would.
@@ -37,6 +35,14 @@ def cli(
     env = {k: v for k, v in os.environ.items() if k not in drop}
     if one_thread:
         env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def cli(
+    *args: str, module: str = "rnnexp.train", timeout: int = 600, one_thread: bool = True
+) -> subprocess.CompletedProcess:
+    """`python -m module args...` from the repository root; stdout and stderr captured."""
+    env = user_env(one_thread)
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=REPO,

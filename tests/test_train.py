@@ -1,7 +1,6 @@
 """The training entry point end to end, through the command line as a user runs it."""
 
 import math
-import os
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TESTS_CONF, TINY, cli, ok
+from conftest import TESTS_CONF, TINY, cli, ok, user_env
 
 from rnnexp.results import load_runs
 
@@ -116,12 +115,13 @@ def test_diagnostics_tables(grid):
     ].to_numpy()
     assert (stats[:, 0] <= stats[:, 1] + 1e-12).all() and (stats[:, 1] <= stats[:, 2] + 1e-12).all()
     # the summary's horizon and decay rate, again from the table's batch medians
+    summary = load_runs(grid).set_index("run_id")
     for (run, step), table in j[j.step.isin([0, 6])].groupby(["run_id", "step"]):
         median = table.sort_values("lag").log10_jacobian_norm_median.to_numpy()
         below = (median < -3).nonzero()[0]  # diagnostics.threshold: 1e-3
         finite = np.isfinite(median)
         slope = np.polyfit(np.arange(len(median))[finite], median[finite], 1)[0]
-        row = load_runs(grid).set_index("run_id").loc[run]
+        row = summary.loc[run]
         tag = "init" if step == 0 else "final"
         assert row[f"memory_horizon_{tag}"] == (below[0] if len(below) else len(median) - 1)
         assert row[f"log10_decay_rate_{tag}"] == pytest.approx(slope, rel=1e-9, abs=1e-12)
@@ -209,8 +209,8 @@ def test_a_device_this_machine_lacks_ends_with_one_line(tmp_path):
 
 
 def test_threads_key_sets_torch_threads(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     probe = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
+    env = user_env(one_thread=False)
     default = int(subprocess.run(probe, capture_output=True, text=True, env=env).stdout)
     for threads, expected in (("null", default), ("3", 3)):
         out = tmp_path / threads
