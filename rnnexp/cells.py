@@ -43,8 +43,14 @@ def _diag_blocks_times(coef: Tensor, weight_hh: Tensor) -> Tensor:
 
 
 def rnn_jacobian_factor(h_new: Tensor, nonlinearity: str) -> Tensor:
-    """phi'(a) from the new state, elementwise: dh'/dh = diag(phi'(a)) W_hh."""
-    return 1 - h_new * h_new if nonlinearity == "tanh" else (h_new > 0).to(h_new.dtype)
+    """phi'(a) from the new state, elementwise: dh'/dh = diag(phi'(a)) W_hh.
+
+    relu' is NaN where the state is (an overflowed run): [h > 0] alone would make it 0, and an
+    exploding run would read as a dead one, its Jacobian products exactly 0.
+    """
+    if nonlinearity == "tanh":
+        return 1 - h_new * h_new
+    return torch.where(h_new.isnan(), h_new, (h_new > 0).to(h_new.dtype))
 
 
 def gru_jacobian_factors(

@@ -7,6 +7,8 @@ summary numbers.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
@@ -34,13 +36,15 @@ def snapshot_steps(cfg: DictConfig, steps: int) -> list[int]:
 
 def _quantiles(x: Tensor, q: list[float]) -> Tensor:
     """Quantiles over dim 1, linearly interpolated as torch.quantile's, but -inf where that
-    gives NaN: between -inf and anything else, or two -inf (a dead relu's log10 0)."""
-    x = x.sort(dim=1).values
+    gives NaN: between -inf and anything else, or two -inf (a dead relu's log10 0). A row with
+    a NaN (an overflowed sample) gives NaN, as torch.quantile does."""
+    x = x.sort(dim=1).values  # NaN last
     pos = torch.tensor(q, dtype=x.dtype) * (x.shape[1] - 1)
     low, frac = pos.floor().long(), pos.frac()
     a, b = x[:, low], x[:, (low + 1).clamp_max(x.shape[1] - 1)]
     between = (1 - frac) * a + frac * b  # not a + frac (b - a): that is -inf + inf
-    return torch.where((frac == 0) | (a == b), a, between).T
+    out = torch.where((frac == 0) | (a == b), a, between)
+    return torch.where(x[:, -1:].isnan(), math.nan, out).T
 
 
 def _batch_stats(values: Tensor, name: str) -> dict[str, np.ndarray]:

@@ -92,6 +92,11 @@ def _certified_top_eigenvalue(p: Tensor, q: Tensor, gq: Tensor, tol: float) -> T
     decides the rest.
     """
     trace = torch.linalg.vector_norm(p, dim=(-2, -1)).square()
+    finite = trace.isfinite()
+    if not finite.all():  # a run that overflowed: NaN, which eigh could fail to converge on
+        top = torch.full_like(trace, math.nan)
+        top[finite] = _certified_top_eigenvalue(p[finite], q[finite], gq[finite], tol)
+        return top
     top, done, _ = _ritz_certificate(q, gq, trace, None, tol)
     todo = (~done).nonzero().squeeze(-1)
     if not len(todo):
@@ -262,10 +267,12 @@ def memory_horizon(log10_norms: Tensor, threshold: float = 1e-3) -> tuple[float,
     """(decay_rate, horizon) of a (T+1, B) table of log10 ||ds_T/ds_t|| (log=True output).
 
     At each lag T - t the median over the batch is taken (the mean of the two middle values for
-    an even batch; a -inf stays -inf). decay_rate is the least-squares slope of that median
-    against the lag over its finite values, in log10 units per step (negative: vanishing; nan
-    with fewer than two finite lags). horizon is the first lag at which the median falls below
-    `threshold` (-inf counts as below), or T if it never does.
+    an even batch; a -inf stays -inf, a NaN in the batch makes it NaN, as in torch.quantile).
+    decay_rate is the least-squares slope of that median against the lag over its finite
+    values, in log10 units per step (negative: vanishing; nan with fewer than two finite lags,
+    or where a median is NaN: a run that overflowed). horizon is the first lag at which the
+    median falls below `threshold` (-inf counts as below), or T if it never does; nan if a NaN
+    median comes first.
     """
     if log10_norms.dim() != 2:
         raise ValueError(f"log10_norms must have shape (T+1, B), got {tuple(log10_norms.shape)}")
@@ -273,19 +280,23 @@ def memory_horizon(log10_norms: Tensor, threshold: float = 1e-3) -> tuple[float,
         raise ValueError(f"threshold must be > 0, got {threshold!r}")
     x = log10_norms.detach().double().cpu().flip(0)  # row = lag
     T = x.shape[0] - 1
-    ordered = x.sort(dim=1).values
+    ordered = x.sort(dim=1).values  # NaN last
     B = x.shape[1]
     low, high = ordered[:, (B - 1) // 2], ordered[:, B // 2]
-    median = (low + high) / 2
+    median = torch.where(ordered[:, -1].isnan(), math.nan, (low + high) / 2)
     lags = torch.arange(T + 1, dtype=torch.float64)
 
     finite = median.isfinite()
-    if finite.sum() >= 2:
+    if median.isnan().any():  # an overflowed run: no rate, and no horizon past the NaN
+        decay_rate = math.nan
+    elif finite.sum() >= 2:
         lag, y = lags[finite], median[finite]
         lag_c = lag - lag.mean()
         decay_rate = float((lag_c * (y - y.mean())).sum() / lag_c.square().sum())
     else:
         decay_rate = math.nan
-    below = (median < math.log10(threshold)).nonzero()
-    horizon = float(below[0, 0]) if len(below) else float(T)
-    return decay_rate, horizon
+    ends = ((median < math.log10(threshold)) | median.isnan()).nonzero()
+    if not len(ends):
+        return decay_rate, float(T)
+    lag = int(ends[0, 0])
+    return decay_rate, math.nan if median[lag].isnan() else float(lag)

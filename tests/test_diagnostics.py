@@ -32,6 +32,13 @@ def test_quantiles_of_minus_inf_are_minus_inf_not_nan():
     assert q90.tolist() == [-INF, pytest.approx(1.7), pytest.approx(4.4)]
 
 
+def test_quantiles_of_a_row_with_nan_are_nan_as_in_torch():
+    x = torch.tensor([[1.0, 2.0, math.nan, 4.0], [-INF, math.nan, 1.0, 2.0]], dtype=torch.float64)
+    q = [0.1, 0.5, 0.9]
+    assert torch.quantile(x, torch.tensor(q, dtype=torch.float64), dim=1).isnan().all()
+    assert _quantiles(x, q).isnan().all()
+
+
 def test_log_schedule_is_log_spaced_with_the_ends():
     cfg = OmegaConf.create({"schedule": "log", "snapshots": 6, "every": 1})
     # geomspace(1, 1000, 6) = 1, 3.98, 15.8, 63.1, 251, 1000; the 1 becomes the initial 0

@@ -131,6 +131,32 @@ def test_dead_relu_gives_exact_zeros_and_minus_infinity():
     assert lyapunov_exponents(cell, inputs)[0, 0] == -math.inf
 
 
+def test_an_overflowed_relu_run_is_nan_not_a_dead_one():
+    """States that overflow to inf, then NaN (inf - inf in W h): relu'(NaN) is no 0."""
+    cell = RNNCell(1, 4, nonlinearity="relu").float()
+    with torch.no_grad():
+        cell.weight_hh.fill_(1e10)
+        cell.weight_hh[:, 0] = -1e10  # every unit grows, then W h = inf - inf = NaN
+        for w in (cell.weight_ih, cell.bias_ih, cell.bias_hh):
+            w.fill_(1.0)
+    inputs = torch.ones(12, 2, 1, dtype=torch.float32)
+    states = cell.fast_scan(inputs, None)
+    assert states[-1].isnan().all()
+    for ord in (2, "fro"):
+        logs = state_jacobian_norms(cell, inputs, ord=ord, log=True)
+        assert logs[:-1].isnan().all() and logs[-1].isfinite().all()
+        assert all(math.isnan(v) for v in memory_horizon(logs))
+    assert lyapunov_exponents(cell, inputs).isnan().all()
+
+
+def test_nan_weights_give_nan_norms_not_an_error():
+    for cell in (RNNCell(2, 6), GRUCell(2, 6), LSTMCell(2, 6)):
+        with torch.no_grad():
+            cell.weight_hh[0, 0] = math.nan
+        logs = state_jacobian_norms(cell, torch.randn(20, 3, 2), log=True)
+        assert logs[:-2].isnan().all()
+
+
 def test_one_step_can_shrink_below_float32_range():
     """W = 1e-30 Q: each step multiplies P by 1e-30, whose square underflows float32."""
     torch.manual_seed(5)
@@ -342,3 +368,14 @@ def test_memory_horizon_handles_minus_infinity_and_even_batches():
     rows[-1] = 0.0
     rate, horizon = memory_horizon(rows)
     assert math.isnan(rate) and horizon == 1.0
+
+
+def test_memory_horizon_of_an_overflowed_sample_is_nan_not_full_memory():
+    logs = _synthetic(-0.01, 40)
+    logs[:10, 1] = math.nan  # one sample NaN at the longest lags: the median is NaN there
+    rate, horizon = memory_horizon(logs)
+    assert math.isnan(rate) and math.isnan(horizon)
+    logs = _synthetic(-0.125, 40)
+    logs[:10, 1] = math.nan  # NaN only past the crossing at lag 25: the horizon stands
+    rate, horizon = memory_horizon(logs)
+    assert math.isnan(rate) and horizon == 25.0
