@@ -33,20 +33,31 @@ def aggregate(sweep_dir: str | Path, csv: bool = False) -> pd.DataFrame:
     return table
 
 
-def report(sweep_dir: str | Path, table: pd.DataFrame, skipped: int = 0, missing: int = 0) -> str:
-    """A one-screen account of a sweep: counts by status, and where the failures' logs are."""
+def unfinished_runs(sweep_dir: str | Path) -> int:
+    """Run folders that were started (their config.yaml is written first) but hold no summary:
+    killed, crashed, or still running."""
+    configs = Path(sweep_dir).rglob("config.yaml")
+    return sum(
+        c.parent.name != ".hydra" and not (c.parent / "summary.parquet").exists() for c in configs
+    )
+
+
+def report(
+    sweep_dir: str | Path, table: pd.DataFrame, skipped: int | None = None, missing: int = 0
+) -> str:
+    """A one-screen account of a sweep: counts by status, and where the failures' logs are.
+
+    skipped: how many runs this invocation found done (None: not a sweep's own report).
+    """
     sweep_dir = Path(sweep_dir)
     counts = table["status"].value_counts() if not table.empty else pd.Series(dtype=int)
     parts = [f"{counts.get(s, 0)} {s}" for s in STATUSES]
-    lines = [
-        f"sweep {sweep_dir}: {len(table)} runs: "
-        + ", ".join(parts)
-        + f" ({skipped} of them skipped as already done)"
-    ]
+    done = "" if skipped is None else f" ({skipped} of them skipped as already done)"
+    lines = [f"sweep {sweep_dir}: {len(table)} runs: " + ", ".join(parts) + done]
     if missing:
         lines.append(
-            f"{missing} runs of the grid have no result (a job process died?): run the same "
-            "command again to resume; finished runs are skipped."
+            f"{missing} runs have no result (unfinished: a job process died, or was killed, or "
+            "still runs): run the same command again to resume; finished runs are skipped."
         )
     failed = table[table["status"] == "failed"] if not table.empty else table
     for _, row in failed.head(10).iterrows():
@@ -61,7 +72,9 @@ def report(sweep_dir: str | Path, table: pd.DataFrame, skipped: int = 0, missing
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m rnnexp.aggregate", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder, e.g. results/sweeps/smoke")
     parser.add_argument("--csv", action="store_true", help="also write summary.csv")
     args = parser.parse_args(argv)
@@ -69,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {args.sweep_dir} is not a folder", file=sys.stderr)
         return 2
     table = aggregate(args.sweep_dir, csv=args.csv)
-    print(report(args.sweep_dir, table))
+    print(report(args.sweep_dir, table, missing=unfinished_runs(args.sweep_dir)))
     return 1 if (not table.empty and (table["status"] == "failed").any()) else 0
 
 

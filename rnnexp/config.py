@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
+from hydra import compose
 from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 
@@ -100,8 +102,38 @@ def require(ok: bool, key: str, allowed: str, value: Any) -> None:
         raise ConfigError(f"{key} must be {allowed}, got {value!r}")
 
 
+def _check_known_keys(cfg: DictConfig) -> None:
+    """No key the schema lacks: `+train.step=10`, as Hydra suggests for a misspelt key, would
+    otherwise be stored in config.yaml and ignored."""
+    for prefix, node, schema in (
+        ("", cfg, Config),
+        ("train.", cfg.train, TrainConfig),
+        ("diagnostics.", cfg.diagnostics, DiagnosticsConfig),
+    ):
+        known = [f.name for f in fields(schema)]
+        for key in node:
+            if key not in known and not (node is cfg and key == "hydra"):
+                raise ConfigError(f"{prefix}{key} is not a config key; keys: {', '.join(known)}")
+
+
+def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
+    """Hydra's compose, with its complaint (a misspelt key, a wrong type, a missing config
+    file) as one ConfigError line instead of several."""
+    try:
+        return compose(config_name, overrides=overrides)
+    except MissingConfigException as e:
+        options = f"; available: {', '.join(e.options)}" if e.options else ""
+        raise ConfigError(str(e).splitlines()[0] + options) from e
+    except HydraException as e:
+        lines = [str(e).splitlines()[0]]
+        if e.__cause__ is not None:  # OmegaConf's reason: the key, the type
+            lines.append(str(e.__cause__).splitlines()[0])
+        raise ConfigError(": ".join(line.rstrip(".") for line in lines)) from e
+
+
 def check_values(cfg: DictConfig) -> None:
     """Range checks for the trainer's own keys, before any work starts."""
+    _check_known_keys(cfg)
     t, d = cfg.train, cfg.diagnostics
     require(t.steps >= 1, "train.steps", "an integer >= 1", t.steps)
     require(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)

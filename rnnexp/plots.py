@@ -772,20 +772,36 @@ def init_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None = None) ->
 
 # --- scripts -----------------------------------------------------------------------------------
 
-FILTERS = ("task", "seq_len", "hidden_size", "cell", "seed")
+# option (its argparse dest) -> the config column it filters on, present in every loaded table
+FILTERS = {
+    "task": "task",
+    "seq_len": "seq_len",
+    "hidden_size": "hidden_size",
+    "cell": "cell",
+    "seed": "seed",
+    "steps": "steps",
+    "norm": "diagnostics_norm",
+}
 
 
 def figure_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
     """The options every plot script takes: the sweep folder, where to write, and filters."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("sweep_dir", type=Path, help="a sweep (or run) folder")
-    parser.add_argument("--out", type=Path, default=Path("results/figures"), help="output folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output folder; default: SWEEP_DIR/figures (the reference figures under "
+        "results/figures/ are make reproduce's)",
+    )
     parser.add_argument("--name", help="file stem of the figure (.png and .pdf)")
     parser.add_argument("--task", help="only this task")
     parser.add_argument("--seq-len", type=int, help="only this sequence length")
     parser.add_argument("--hidden-size", type=int, help="only this hidden size")
     parser.add_argument("--cell", nargs="+", action="extend", help="only these cells")
     parser.add_argument("--seed", nargs="+", action="extend", type=int, help="only these seeds")
+    parser.add_argument("--steps", type=int, help="only runs of this many training steps")
+    parser.add_argument("--norm", choices=("2", "fro"), help="only this diagnostics.norm")
     return parser
 
 
@@ -799,8 +815,8 @@ def select(
     holds several values, keep one (the first task, the largest seq_len or hidden size) and
     say so through `log`, so that a script draws something sensible on a whole sweep."""
     tables = dict(tables)
-    for col in FILTERS:
-        wanted = getattr(args, col, None)
+    for option, col in FILTERS.items():
+        wanted = getattr(args, option, None)
         if wanted is None:
             continue
         wanted = wanted if isinstance(wanted, list) else [wanted]
@@ -860,6 +876,6 @@ def script_main(
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     stem = args.name or (name(args) if callable(name) else name)
-    for path in save(fig, args.out, stem):
+    for path in save(fig, args.out or args.sweep_dir / "figures", stem):
         print(path)
     return 0

@@ -11,7 +11,7 @@ table.
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,16 +27,18 @@ FINISHED = ("ok", "diverged")  # statuses a resumed sweep does not recompute
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path`, renamed onto it if the block succeeds.
 
-    Readers see the old file or the new one, never half of one.
+    Readers see the old file or the new one, never half of one. The file gets the mode any new
+    file would (0666 less the umask), not mkstemp's 0600, which would hide the results from
+    the rest of a group sharing a cluster's results folder.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    os.close(fd)
+    tmp = path.parent / f".{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -50,11 +52,13 @@ def write_text(text: str, path: str | os.PathLike) -> None:
 
 
 def config_columns(cfg: Mapping[str, Any], choices: Mapping[str, str]) -> dict[str, Any]:
-    """The config values a sweep may vary, as flat summary columns.
+    """The config values a sweep may vary, as flat summary columns: every one that the run id
+    hashes, so that runs told apart by their id are told apart by their columns too.
 
     `cell` and `task` hold the config choices' names (e.g. irnn, copy), not the classes. The
     cell's, task's and train's keys keep their own names (hidden_size, seq_len, lr, ...); a task
-    key that would clash with one of those is prefixed `task_`.
+    key that would clash with one of those is prefixed `task_`; the diagnostics' keys are all
+    prefixed `diagnostics_` (their batch_size is not train's).
     """
     cols: dict[str, Any] = {"cell": choices["cell"], "task": choices["task"], "seed": cfg["seed"]}
     for group in ("cell", "train", "task"):
@@ -62,6 +66,8 @@ def config_columns(cfg: Mapping[str, Any], choices: Mapping[str, str]) -> dict[s
             if key.startswith("_"):
                 continue
             cols[f"task_{key}" if group == "task" and key in cols else key] = value
+    cols |= {f"diagnostics_{key}": value for key, value in cfg["diagnostics"].items()}
+    cols["device"] = cfg["device"]
     return cols
 
 

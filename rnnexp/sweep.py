@@ -17,15 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from rnnexp.aggregate import aggregate, report
-from rnnexp.config import ConfigError, run_id
+from rnnexp.config import ConfigError, compose_checked, run_id
 
 
 def grid_points(config: DictConfig) -> list[list[str]]:
@@ -53,9 +51,9 @@ def check_grid(config: DictConfig) -> set[str]:
     run_ids, seen = set(), set()
     for overrides in grid_points(config):
         try:
-            cfg = compose(config.hydra.job.config_name, overrides=overrides)
-        except HydraException as e:
-            raise ConfigError(f"{' '.join(overrides)}: {str(e).splitlines()[0]}") from e
+            cfg = compose_checked(config.hydra.job.config_name, overrides)
+        except ConfigError as e:
+            raise ConfigError(f"{' '.join(overrides)}: {e}") from e
         run_ids.add(run_id(cfg))
         key = json.dumps(
             OmegaConf.to_container(

@@ -50,6 +50,33 @@ class Task(Protocol):
     def accuracy(self, outputs: Tensor, targets: Tensor) -> float: ...
 
 
+def check_task(task: Task) -> None:
+    """That a task keeps the layout the trainer relies on, checked on a batch of 2 at start-up:
+    a task of one's own that breaks it fails here in one line, not in a traceback mid-run.
+    Raises ValueError."""
+    for name in ("baseline_loss", "solved_accuracy"):
+        value = getattr(task, name, None)
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+    steps = getattr(task, "output_steps", None)
+    if not isinstance(steps, slice):
+        raise ValueError(f"output_steps must be a slice, got {steps!r}")
+    inputs, targets = task.sample(2, torch.Generator().manual_seed(0))
+    if (
+        inputs.dim() != 3
+        or inputs.shape[1:] != (2, task.input_size)
+        or targets.dim() < 2
+        or targets.shape[1] != 2
+    ):
+        raise ValueError(
+            "sample(batch_size=2) must return time-major inputs (T, 2, input_size="
+            f"{task.input_size}) and targets with the batch on dim 1, got inputs "
+            f"{tuple(inputs.shape)} and targets {tuple(targets.shape)}"
+        )
+
+
 def _check_int(name: str, value: int, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -5,8 +5,8 @@
 The loop is plain: sample a batch, forward, loss, backward, clip, step. Every `eval_every`
 steps the model is scored on a fixed evaluation batch (the same for every run of a task), and
 on the diagnostics schedule the Jacobian-product and gradient norms are recorded. A NaN or inf
-loss ends the run early with status `diverged`: in a study of exploding gradients that is a
-result, not a crash.
+loss, gradient, weight or evaluation loss ends the run early with status `diverged`: in a
+study of exploding gradients that is a result, not a crash.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -36,6 +37,7 @@ from rnnexp.config import (
     ConfigError,
     check_device_available,
     check_values,
+    compose_checked,
     register_configs,
     register_resolvers,
     require,
@@ -50,6 +52,7 @@ from rnnexp.results import (
     write_table,
     write_text,
 )
+from rnnexp.tasks import check_task
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,10 @@ def build(cfg: DictConfig) -> tuple[Any, SequenceModel]:
     """Check the values and instantiate the task and the model; raises ConfigError."""
     check_values(cfg)
     task = _instantiate("task", cfg.task)
+    try:
+        check_task(task)
+    except ValueError as e:
+        raise ConfigError(f"task: {e}") from e
     cell = _instantiate("cell", cfg.cell, input_size=task.input_size)
     k, size = cfg.diagnostics.lyapunov_k, cell.state_size
     allowed = f"<= the cell's state size {size}"
@@ -140,7 +147,7 @@ def fit(cfg: DictConfig, task, model: SequenceModel, run_dir: Path, label: str) 
             row |= {
                 "train_loss": sum(losses) / len(losses),
                 "grad_norm": sum(grad_norms) / len(grad_norms),
-                "grad_norm_max": max(grad_norms),
+                "grad_norm_max": float(np.max(grad_norms)),  # NaN wins, as it does not in max()
             }
             losses.clear()
             grad_norms.clear()
@@ -192,9 +199,18 @@ def fit(cfg: DictConfig, task, model: SequenceModel, run_dir: Path, label: str) 
             torch.nn.utils.clip_grads_with_norm_(params, tc.clip_grad_norm, grad_norm)
         optimizer.step()
         bar.update()
+        # finite gradients can still make an update that overflows (a huge learning rate):
+        # the largest |weight| catches it here, not at the next step, which the last never has
+        if not math.isfinite(torch.nn.utils.get_total_norm(params, math.inf).item()):
+            status = "diverged"
+            record(step, evaluated=True)
+            break
         evaluated = step % tc.eval_every == 0 or step == tc.steps
         if evaluated or step % tc.log_every == 0:
             record(step, evaluated)
+        if evaluated and not math.isfinite(rows[-1]["eval_loss"]):  # the outputs overflowed
+            status = "diverged"
+            break
         if step in diag_at:
             take_snapshot(step)
     bar.close()
@@ -247,12 +263,19 @@ def write_summary(run_dir: Path, columns: dict, values: dict) -> None:
     write_table(frame, run_dir / "summary.parquet")
 
 
+def run_label(columns: dict) -> str:
+    """'gru adding T=100 seed=3': a run, for its progress bar and its last log line."""
+    seq_len = columns.get("seq_len", "?")
+    return f"{columns['cell']} {columns['task']} T={seq_len} seed={columns['seed']}"
+
+
 def run(cfg: DictConfig, run_dir: Path, names: dict[str, str], parallel: bool = False) -> dict:
     """One run into `run_dir`: config.yaml, then the tables, the summary last.
 
     Raises ConfigError before writing anything if the config is invalid. Any other exception
     is recorded as status `failed` with its message and re-raised.
     """
+    check_values(cfg)  # threads among them, before they are set
     _set_global_state(cfg, parallel)
     task, model = build(cfg)
     check_device_available(cfg.device)
@@ -260,7 +283,7 @@ def run(cfg: DictConfig, run_dir: Path, names: dict[str, str], parallel: bool = 
     write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
     columns = config_columns(OmegaConf.to_container(cfg, resolve=True), names)
     columns["run_id"] = run_id(cfg)
-    label = f"{names['cell']} {names['task']} T={columns.get('seq_len', '?')} seed={cfg.seed}"
+    label = run_label(columns)
     start = time.perf_counter()
     try:
         values = fit(cfg, task, model, run_dir, label)
@@ -295,8 +318,9 @@ def app(cfg: DictConfig) -> None:
             sys.exit(1)
         return
     log.info(
-        "%s: final eval loss %.4g (baseline %.4g), accuracy %.3f (%s, torch threads: %d). "
+        "%s: %s: final eval loss %.4g (baseline %.4g), accuracy %.3f (%s, torch threads: %d). "
         "Tables in %s",
+        run_label(summary),
         summary["status"],
         summary["final_eval_loss"],
         summary["baseline_loss"],
@@ -307,12 +331,13 @@ def app(cfg: DictConfig) -> None:
     )
 
 
-# hydra/launcher choices -> (plugin module, package to install)
+# hydra/launcher choices -> (plugin module, package, this repository's extra that installs it)
 LAUNCHER_PLUGINS = {
-    "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
-    "submitit": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
-    "slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
-    "ray": ("hydra_plugins.hydra_ray_launcher", "hydra-ray-launcher"),
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher", "sweep"),
+    "submitit": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher", "sweep"),
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher", "sweep"),
+    # with sweep, in one resolve: ray needs a cloudpickle < 3, which installing it later breaks
+    "ray": ("hydra_plugins.hydra_ray_launcher", "hydra-ray-launcher", "sweep,ray"),
 }
 
 
@@ -324,16 +349,36 @@ def missing_launcher(argv: list[str]) -> str | None:
     for arg in argv:
         if arg.startswith("hydra/launcher="):
             choice = arg.split("=", 1)[1]
-            for prefix, (module, package) in LAUNCHER_PLUGINS.items():
+            for prefix, (module, package, extra) in LAUNCHER_PLUGINS.items():
                 if choice.startswith(prefix) and importlib.util.find_spec(module) is None:
-                    return f"hydra/launcher={choice} needs {package}: pip install {package}"
+                    return f'hydra/launcher={choice} needs {package}: pip install -e ".[{extra}]"'
     return None
+
+
+def check_single_run(argv: list[str]) -> None:
+    """Compose and build a single run as `app` will, before Hydra makes its folder and log.
+
+    So that a bad key, type or value ends in one line, exit code 2 and no folder, as in a
+    sweep (whose grid the sweep callback checks). Hydra's flags (--multirun, --cfg, --help,
+    ...) are left to Hydra; of its own overrides only the search path matters here.
+    """
+    if any(arg.startswith("-") for arg in argv):
+        return
+    overrides = [a for a in argv if not a.startswith("hydra") or a.startswith("hydra.searchpath")]
+    with hydra.initialize(version_base="1.3", config_path="../conf"):
+        cfg = compose_checked("config", overrides)
+    build(cfg)
+    check_device_available(cfg.device)
 
 
 def main() -> None:
     """Entry point of `python -m rnnexp.train` and `rnnexp-train`."""
-    if (error := missing_launcher(sys.argv[1:])) is not None:
-        print(f"error: {error}", file=sys.stderr)
+    try:
+        if (error := missing_launcher(sys.argv[1:])) is not None:
+            raise ConfigError(error)
+        check_single_run(sys.argv[1:])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     app()
 

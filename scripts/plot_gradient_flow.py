@@ -1,6 +1,6 @@
 """Gradient flow during training: log10 ||dL/ds_t|| over (snapshot step, t), one panel per cell.
 
-python scripts/plot_gradient_flow.py SWEEP_DIR [--out results/figures]
+python scripts/plot_gradient_flow.py SWEEP_DIR [--out SWEEP_DIR/figures]
     [--name gradient_flow] [--task adding] [--seq-len 100] [--hidden-size 64] [--cell ...]
 """
 

@@ -1,6 +1,6 @@
 """Initialisation matters: Jacobian decay rate at init against final accuracy, one marker a run.
 
-python scripts/plot_init.py SWEEP_DIR [--out results/figures] [--name init]
+python scripts/plot_init.py SWEEP_DIR [--out SWEEP_DIR/figures] [--name init]
     [--task adding] [--seq-len 100] [--hidden-size 64] [--cell rnn rnn_orth irnn ...]
 """
 

@@ -1,6 +1,6 @@
 """Learning curves: eval loss (with the task's baseline) and eval accuracy per cell.
 
-python scripts/plot_learning_curves.py SWEEP_DIR [--out results/figures]
+python scripts/plot_learning_curves.py SWEEP_DIR [--out SWEEP_DIR/figures]
     [--name learning_curves] [--task adding] [--seq-len 100] [--hidden-size 64] [--cell ...]
 """
 

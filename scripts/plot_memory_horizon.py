@@ -1,6 +1,6 @@
 """Memory horizon and Jacobian decay rate against sequence length, at init and after training.
 
-python scripts/plot_memory_horizon.py SWEEP_DIR [--out results/figures]
+python scripts/plot_memory_horizon.py SWEEP_DIR [--out SWEEP_DIR/figures]
     [--name memory_horizon] [--task adding] [--hidden-size 64] [--cell ...]
 """
 

@@ -1,6 +1,6 @@
 """Where each cell succeeds: final accuracy (or solved fraction) over seq_len x hidden size.
 
-    python scripts/plot_success_heatmap.py SWEEP_DIR [--out results/figures] [--name STEM]
+    python scripts/plot_success_heatmap.py SWEEP_DIR [--out SWEEP_DIR/figures] [--name STEM]
         [--value accuracy|solved] [--task adding] [--cell ...] [--seed ...]
 
 The default stem is success_accuracy or success_solved, after --value.

@@ -1,6 +1,6 @@
 """Vanishing gradients: log10 ||ds_T/ds_t|| against the lag, per cell, at init and after training.
 
-python scripts/plot_vanishing.py SWEEP_DIR [--out results/figures] [--name vanishing]
+python scripts/plot_vanishing.py SWEEP_DIR [--out SWEEP_DIR/figures] [--name vanishing]
     [--task adding] [--seq-len 100] [--hidden-size 64] [--cell rnn lstm] [--seed 0 1]
 """
 

@@ -41,6 +41,8 @@ CONFIG = [
     "optimizer",
     "lr",
     "seq_len",
+    "diagnostics_norm",
+    "device",
 ]
 
 
@@ -79,6 +81,8 @@ def make_run(cell: str, seq_len: int, hidden: int, seed: int) -> dict[str, pd.Da
         "optimizer": "adam",
         "lr": 1e-3,
         "seq_len": seq_len,
+        "diagnostics_norm": "2",
+        "device": "cpu",
         "run_id": run_id,
     }
     acc = accuracy(cell, seq_len, hidden, seed)
@@ -456,6 +460,15 @@ def test_script_errors(sweep, tmp_path, capsys):
     assert main([str(sweep), "--cell", "nocell", "--out", str(tmp_path)]) == 1
     assert "no metrics rows" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_script_writes_beside_the_sweep_by_default_and_filters_on_norm(sweep, capsys):
+    """Not into results/figures/, where a user's sweep would overwrite the reference figures."""
+    main = load_script("plot_vanishing").main
+    assert main([str(sweep), "--norm", "fro"]) == 1  # the sweep's snapshots are all spectral
+    assert "no jacobians rows" in capsys.readouterr().err
+    assert main([str(sweep), "--norm", "2", "--steps", str(STEPS)]) == 0
+    assert capsys.readouterr().out.split()[0] == str(sweep / "figures" / "vanishing.png")
 
 
 def test_script_runs_as_a_file(sweep, tmp_path, monkeypatch, capsys):

@@ -110,6 +110,12 @@ def test_aggregate_command_rebuilds_the_table(tmp_path):
     assert list(csv.columns) == list(table.columns) and len(csv) == 2
     loaded = load_runs(tmp_path)  # the sweep-level table is not mistaken for a run
     assert len(loaded) == 2
+    assert "skipped" not in result.stdout and "no result" not in result.stdout
+    # a run killed before its summary: its folder holds config.yaml (written first) only
+    (tmp_path / loaded.run_id[0] / "summary.parquet").unlink()
+    result = cli(str(tmp_path), module="rnnexp.aggregate")
+    assert "sweep" in result.stdout and "1 runs: 1 ok" in result.stdout
+    assert "1 runs have no result (unfinished" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -132,7 +138,7 @@ def test_missing_launcher_plugin_names_the_package(tmp_path):
     result = cli("-m", "hydra/launcher=ray", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "error: hydra/launcher=ray needs hydra-ray-launcher: pip install hydra-ray-launcher"
+        'error: hydra/launcher=ray needs hydra-ray-launcher: pip install -e ".[sweep,ray]"'
     )
 
 

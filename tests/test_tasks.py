@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from rnnexp.cells import RNNCell
 from rnnexp.model import SequenceModel
-from rnnexp.tasks import AddingTask, CopyTask, Task
+from rnnexp.tasks import AddingTask, CopyTask, Task, check_task
 
 CONF = Path(__file__).parents[1] / "conf" / "task"
 
@@ -161,6 +161,30 @@ def test_protocol_and_differentiable_loss(task):
     assert isinstance(task.accuracy(outputs, targets), float)
     with pytest.raises(ValueError, match="^outputs must have shape"):
         task.loss(outputs[..., :1].expand(*outputs.shape[:-1], 2), targets)
+
+
+@pytest.mark.parametrize("task", TASKS, ids=repr)
+def test_our_tasks_pass_the_start_up_check(task):
+    check_task(task)
+
+
+class _FlatTargets(AddingTask):
+    """One target per sequence, (B,): the natural mistake for a task scored at one step."""
+
+    def sample(self, batch_size, generator):
+        inputs, targets = super().sample(batch_size, generator)
+        return inputs, targets.reshape(-1)
+
+
+class _NoBaseline(AddingTask):
+    baseline_loss = None
+
+
+def test_start_up_check_names_what_a_task_gets_wrong():
+    with pytest.raises(ValueError, match=r"targets with the batch on dim 1, got .* targets \(2,\)"):
+        check_task(_FlatTargets(seq_len=6))
+    with pytest.raises(ValueError, match="^baseline_loss must be a number, got None"):
+        check_task(_NoBaseline(seq_len=6))
 
 
 @pytest.mark.parametrize("task", TASKS, ids=repr)
