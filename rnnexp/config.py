@@ -18,6 +18,7 @@ from hydra import compose
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 class ConfigError(ValueError):
@@ -124,10 +125,12 @@ def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
     except MissingConfigException as e:
         options = f"; available: {', '.join(e.options)}" if e.options else ""
         raise ConfigError(str(e).splitlines()[0] + options) from e
-    except HydraException as e:
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
         lines = [str(e).splitlines()[0]]
         if e.__cause__ is not None:  # OmegaConf's reason: the key, the type
             lines.append(str(e.__cause__).splitlines()[0])
+        if lines[0].startswith("Ambiguous value"):  # a list of values: a sweep, or a list
+            lines.append("to sweep over it, add -m; for a list, key=[a,b]")
         raise ConfigError(": ".join(line.rstrip(".") for line in lines)) from e
 
 

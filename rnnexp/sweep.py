@@ -21,6 +21,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.aggregate import aggregate, report
 from rnnexp.config import ConfigError, compose_checked, run_id
@@ -52,15 +53,11 @@ def check_grid(config: DictConfig) -> set[str]:
     for overrides in grid_points(config):
         try:
             cfg = compose_checked(config.hydra.job.config_name, overrides)
-        except ConfigError as e:
-            raise ConfigError(f"{' '.join(overrides)}: {e}") from e
+            resolved = OmegaConf.to_container(cfg, resolve=True)  # seed=${name}, say
+        except (ConfigError, OmegaConfBaseException) as e:
+            raise ConfigError(f"{' '.join(overrides)}: {str(e).splitlines()[0]}") from e
         run_ids.add(run_id(cfg))
-        key = json.dumps(
-            OmegaConf.to_container(
-                OmegaConf.masked_copy(cfg, [k for k in cfg if k != "seed"]), resolve=True
-            ),
-            sort_keys=True,
-        )
+        key = json.dumps({k: v for k, v in resolved.items() if k != "seed"}, sort_keys=True)
         if key not in seen:
             seen.add(key)
             build(cfg)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import os
 import sys
 import time
 import traceback
@@ -28,6 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
 from rnnexp import diagnostics
@@ -80,12 +82,18 @@ def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
 
 def build(cfg: DictConfig) -> tuple[Any, SequenceModel]:
     """Check the values and instantiate the task and the model; raises ConfigError."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)  # every interpolation, e.g. seed=${name}
+    except OmegaConfBaseException as e:
+        raise ConfigError(str(e).splitlines()[0]) from e
     check_values(cfg)
     task = _instantiate("task", cfg.task)
     try:
-        check_task(task)
-    except ValueError as e:
-        raise ConfigError(f"task: {e}") from e
+        with torch.random.fork_rng(devices=[]):  # a task drawing from the global RNG would
+            check_task(task)  # otherwise shift the model's initialisation
+    except Exception as e:  # a task of one's own: what it got wrong, in one line
+        message = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        raise ConfigError(f"task: {message}") from e
     cell = _instantiate("cell", cfg.cell, input_size=task.input_size)
     k, size = cfg.diagnostics.lyapunov_k, cell.state_size
     allowed = f"<= the cell's state size {size}"
@@ -263,6 +271,18 @@ def write_summary(run_dir: Path, columns: dict, values: dict) -> None:
     write_table(frame, run_dir / "summary.parquet")
 
 
+def refresh_config_columns(cfg: DictConfig, run_dir: Path, names: dict, prior: dict) -> None:
+    """Rewrite a finished run's summary if it lacks config columns added to rnnexp since it
+    ran (same run id: same config), so that a resumed sweep's table has one set of columns
+    and the plots do not mistake the missing ones for differing settings."""
+    columns = config_columns(OmegaConf.to_container(cfg, resolve=True), names)
+    if set(columns) - set(prior):
+        path = run_dir / "summary.parquet"
+        ran = path.stat()
+        write_summary(run_dir, columns | {"run_id": prior["run_id"]}, prior)
+        os.utime(path, ns=(ran.st_atime_ns, ran.st_mtime_ns))  # still when it ran: skipped
+
+
 def run_label(columns: dict) -> str:
     """'gru adding T=100 seed=3': a run, for its progress bar and its last log line."""
     seq_len = columns.get("seq_len", "?")
@@ -296,7 +316,12 @@ def run(cfg: DictConfig, run_dir: Path, names: dict[str, str], parallel: bool = 
     return columns | values
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# an absolute path: Hydra resolves a relative one against the module's package when the
+# module is not __main__, which broke the rnnexp-train console script
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def app(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -305,6 +330,7 @@ def app(cfg: DictConfig) -> None:
     parallel = multirun and "BasicLauncher" not in hc.launcher._target_
     prior = read_summary(run_dir)  # the same config finished here before: a resumed sweep
     if prior and prior["status"] in FINISHED and prior["run_id"] == run_id(cfg) and not cfg.rerun:
+        refresh_config_columns(cfg, run_dir, names, prior)
         log.info("skipped: %s already holds a finished run (%s)", run_dir, prior["status"])
         return
     try:
@@ -360,15 +386,16 @@ def check_single_run(argv: list[str]) -> None:
 
     So that a bad key, type or value ends in one line, exit code 2 and no folder, as in a
     sweep (whose grid the sweep callback checks). Hydra's flags (--multirun, --cfg, --help,
-    ...) are left to Hydra; of its own overrides only the search path matters here.
+    ...) and multiruns are left to Hydra; of its own overrides only the search path matters
+    here. Whether the machine has the device is checked in the run, after Hydra has applied
+    hydra.job.env_set (CUDA_VISIBLE_DEVICES, say), which CUDA reads only once.
     """
-    if any(arg.startswith("-") for arg in argv):
+    if any(arg.startswith(("-", "hydra.mode")) for arg in argv):
         return
     overrides = [a for a in argv if not a.startswith("hydra") or a.startswith("hydra.searchpath")]
-    with hydra.initialize(version_base="1.3", config_path="../conf"):
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         cfg = compose_checked("config", overrides)
     build(cfg)
-    check_device_available(cfg.device)
 
 
 def main() -> None:

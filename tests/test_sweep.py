@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, TESTS_CONF, TINY, cli, ok
 
-from rnnexp.results import load_runs
+from rnnexp.results import load_runs, write_table
 
 
 def _sweep_table(sweep_dir) -> pd.DataFrame:
@@ -69,6 +69,16 @@ def test_rerun_true_recomputes(tmp_path):
     assert summary.stat().st_mtime_ns == first
     assert "0 of them skipped" in cli(*args, "rerun=true").stdout
     assert summary.stat().st_mtime_ns > first
+
+
+def test_resume_adds_config_columns_a_run_of_an_older_version_lacks(tmp_path):
+    args = ["-m", "cell=rnn", *TINY, f"hydra.sweep.dir={tmp_path}"]
+    ok(cli(*args))
+    (path,) = tmp_path.glob("*/summary.parquet")
+    current = pd.read_parquet(path)
+    write_table(current.drop(columns=["device", "diagnostics_norm"]), path)  # as before them
+    assert "1 of them skipped" in cli(*args).stdout
+    pd.testing.assert_frame_equal(pd.read_parquet(path), current)
 
 
 def test_a_failing_run_does_not_sink_the_sweep(tmp_path):

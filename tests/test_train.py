@@ -3,6 +3,7 @@
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -196,6 +197,8 @@ def test_same_config_and_seed_give_identical_tables(tmp_path):
         ("+train.step=10", "error: train.step is not a config key; keys: steps, batch_size"),
         ("+sed=1", "error: sed is not a config key; keys: cell, task, train"),
         ("+cell.hiden_size=8", "error: cell: "),  # the constructor's own TypeError
+        ("seed=${name}", "error: While dereferencing interpolation '${name}'"),
+        ("seed=1,2", "error: Ambiguous value for argument 'seed=1,2': to sweep over it, add -m"),
     ],
 )
 def test_bad_values_end_with_one_line(tmp_path, override, message):
@@ -206,6 +209,22 @@ def test_bad_values_end_with_one_line(tmp_path, override, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
     assert not out.exists()  # checked before Hydra makes the run's folder and log
+
+
+def test_console_script_and_multirun_by_hydra_mode(tmp_path):
+    """rnnexp-train imports the app as rnnexp.train, not __main__: the conf folder must still
+    be found; hydra.mode=MULTIRUN is a sweep, not a single run with an ambiguous value."""
+    script = Path(sys.executable).parent / "rnnexp-train"
+    result = subprocess.run(
+        [str(script), *TINY, "progress=false", f"hydra.run.dir={tmp_path / 'one'}"],
+        capture_output=True,
+        text=True,
+        env=user_env(),
+    )
+    ok(result)
+    assert (tmp_path / "one" / "summary.parquet").exists()
+    ok(cli("hydra.mode=MULTIRUN", "cell=rnn,gru", *TINY, f"hydra.sweep.dir={tmp_path / 'grid'}"))
+    assert len(list((tmp_path / "grid").glob("*/summary.parquet"))) == 2
 
 
 def test_a_device_this_machine_lacks_ends_with_one_line(tmp_path):
