@@ -823,7 +823,15 @@ def select(
         for name, df in tables.items():
             if col not in df.columns:
                 raise ValueError(f"the {name} table has no column {col} to filter on")
-            tables[name] = df[df[col].isin(wanted)]
+            kept = df[df[col].isin(wanted)]
+            if kept.empty and not df.empty:  # say what there is, not just that nothing is left
+                found = ", ".join(map(str, sorted(df[col].dropna().unique().tolist())))
+                option = "--" + option.replace("_", "-")
+                raise ValueError(
+                    f"no {name} rows with {option} {' '.join(map(str, wanted))}; "
+                    f"the runs have {found}"
+                )
+            tables[name] = kept
     reference = tables.get("summary", next(iter(tables.values())))
     for col in one_of:
         if getattr(args, col, None) is not None or col not in reference.columns:

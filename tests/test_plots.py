@@ -458,7 +458,10 @@ def test_script_errors(sweep, tmp_path, capsys):
     assert main([str(tmp_path), "--out", str(tmp_path)]) == 1  # no runs in it
     assert "no finished run" in capsys.readouterr().err
     assert main([str(sweep), "--cell", "nocell", "--out", str(tmp_path)]) == 1
-    assert "no metrics rows" in capsys.readouterr().err
+    assert (
+        "no metrics rows with --cell nocell; the runs have gru, lstm, rnn"
+        in capsys.readouterr().err
+    )
     assert not list(tmp_path.glob("*.png"))
 
 
@@ -466,7 +469,7 @@ def test_script_writes_beside_the_sweep_by_default_and_filters_on_norm(sweep, ca
     """Not into results/figures/, where a user's sweep would overwrite the reference figures."""
     main = load_script("plot_vanishing").main
     assert main([str(sweep), "--norm", "fro"]) == 1  # the sweep's snapshots are all spectral
-    assert "no jacobians rows" in capsys.readouterr().err
+    assert "with --norm fro; the runs have 2" in capsys.readouterr().err
     assert main([str(sweep), "--norm", "2", "--steps", str(STEPS)]) == 0
     assert capsys.readouterr().out.split()[0] == str(sweep / "figures" / "vanishing.png")
 
