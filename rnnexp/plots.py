@@ -826,9 +826,9 @@ def select(
             kept = df[df[col].isin(wanted)]
             if kept.empty and not df.empty:  # say what there is, not just that nothing is left
                 found = ", ".join(map(str, sorted(df[col].dropna().unique().tolist())))
-                option = "--" + option.replace("_", "-")
+                flag = "--" + option.replace("_", "-")
                 raise ValueError(
-                    f"no {name} rows with {option} {' '.join(map(str, wanted))}; "
+                    f"no {name} rows with {flag} {' '.join(map(str, wanted))}; "
                     f"the runs have {found}"
                 )
             tables[name] = kept

@@ -102,11 +102,10 @@ def build(cfg: DictConfig) -> tuple[Any, SequenceModel]:
 
 
 def _set_global_state(cfg: DictConfig, parallel: bool) -> None:
-    """Seed, threads and allocator, at the start of every run: joblib reuses its workers."""
+    """Threads and allocator, at the start of every run (joblib reuses its workers), once
+    `build` has checked the values; the seed is set before it, for the model's init."""
     retain_freed_memory()
-    threads = cfg.threads or (1 if parallel else TORCH_THREADS)
-    torch.set_num_threads(threads)
-    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads or (1 if parallel else TORCH_THREADS))
 
 
 @torch.no_grad()
@@ -271,15 +270,21 @@ def write_summary(run_dir: Path, columns: dict, values: dict) -> None:
     write_table(frame, run_dir / "summary.parquet")
 
 
+def summary_columns(cfg: DictConfig, names: dict[str, str]) -> dict[str, Any]:
+    """The summary's config columns, run_id last."""
+    columns = config_columns(OmegaConf.to_container(cfg, resolve=True), names)
+    return columns | {"run_id": run_id(cfg)}
+
+
 def refresh_config_columns(cfg: DictConfig, run_dir: Path, names: dict, prior: dict) -> None:
     """Rewrite a finished run's summary if it lacks config columns added to rnnexp since it
     ran (same run id: same config), so that a resumed sweep's table has one set of columns
     and the plots do not mistake the missing ones for differing settings."""
-    columns = config_columns(OmegaConf.to_container(cfg, resolve=True), names)
+    columns = summary_columns(cfg, names)
     if set(columns) - set(prior):
         path = run_dir / "summary.parquet"
         ran = path.stat()
-        write_summary(run_dir, columns | {"run_id": prior["run_id"]}, prior)
+        write_summary(run_dir, columns, prior)
         os.utime(path, ns=(ran.st_atime_ns, ran.st_mtime_ns))  # still when it ran: skipped
 
 
@@ -295,14 +300,13 @@ def run(cfg: DictConfig, run_dir: Path, names: dict[str, str], parallel: bool = 
     Raises ConfigError before writing anything if the config is invalid. Any other exception
     is recorded as status `failed` with its message and re-raised.
     """
-    check_values(cfg)  # threads among them, before they are set
-    _set_global_state(cfg, parallel)
+    torch.manual_seed(cfg.seed)  # the model's initialisation draws from it
     task, model = build(cfg)
+    _set_global_state(cfg, parallel)
     check_device_available(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
-    columns = config_columns(OmegaConf.to_container(cfg, resolve=True), names)
-    columns["run_id"] = run_id(cfg)
+    columns = summary_columns(cfg, names)
     label = run_label(columns)
     start = time.perf_counter()
     try:
