@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from hydra import compose
 from hydra.core.config_store import ConfigStore
-from hydra.errors import HydraException, MissingConfigException
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -117,16 +118,30 @@ def _check_known_keys(cfg: DictConfig) -> None:
                 raise ConfigError(f"{prefix}{key} is not a config key; keys: {', '.join(known)}")
 
 
+def _group_options(missing: str) -> list[str]:
+    """A config group's options, those in its subfolders too (`experiment=paper/adding`):
+    Hydra's own list names only the group's top level."""
+    group = missing.rsplit("/", 1)[0]
+    loader = GlobalHydra.instance().config_loader()
+    options = list(loader.get_group_options(group))
+    for sub in loader.list_groups(group):
+        options += [f"{sub}/{name}" for name in loader.get_group_options(f"{group}/{sub}")]
+    return options
+
+
 def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
     """Hydra's compose, with its complaint (a misspelt key, a wrong type, a missing config
     file) as one ConfigError line instead of several."""
     try:
         return compose(config_name, overrides=overrides)
     except MissingConfigException as e:
-        options = f"; available: {', '.join(e.options)}" if e.options else ""
-        raise ConfigError(str(e).splitlines()[0] + options) from e
+        options = _group_options(e.missing_cfg_file) if e.options else []
+        available = f"; available: {', '.join(options)}" if options else ""
+        raise ConfigError(str(e).splitlines()[0] + available) from e
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         lines = [str(e).splitlines()[0]]
+        if isinstance(e, OverrideParseException):  # which of the overrides Hydra could not parse
+            lines.insert(0, e.override)
         if e.__cause__ is not None:  # OmegaConf's reason: the key, the type
             lines.append(str(e.__cause__).splitlines()[0])
         if lines[0].startswith("Ambiguous value"):  # a list of values: a sweep, or a list

@@ -192,7 +192,12 @@ def test_same_config_and_seed_give_identical_tables(tmp_path):
         ("train.step=10", "error: Could not override 'train.step': Key 'step' not in"),
         ("train.lr=abc", "error: Error merging override train.lr=abc: Value 'abc' of type"),
         ("cell=foo", "error: In 'config': Could not find 'cell/foo'; available: gru, irnn, lstm"),
-        ("experiment=nope", "error: In 'config': Could not find 'experiment/nope'; available:"),
+        (  # the subfolder's options too: Hydra's own list has only the top level
+            "experiment=paper",
+            "error: In 'config': Could not find 'experiment/paper'; available: adding, copy, "
+            "init, smoke, paper/adding, paper/copy, paper/init",
+        ),
+        ("cell=[a", "error: cell=[a: no viable alternative at input '[a'"),  # names the override
         # Hydra's own advice for a misspelt key would store it, unused, in config.yaml
         ("+train.step=10", "error: train.step is not a config key; keys: steps, batch_size"),
         ("+sed=1", "error: sed is not a config key; keys: cell, task, train"),
