@@ -3,9 +3,9 @@
 A run folder holds `config.yaml` (the resolved config), `summary.parquet` (one row, written
 last, so its presence means the run finished as ok, diverged or failed), `metrics.parquet`,
 `model.pt` (the final state_dict) and, with diagnostics on, `jacobians.parquet`,
-`gradients.parquet` and `lyapunov.parquet`. Nothing in it needs the code to be read. Every
-write is atomic (a temporary file, then a rename), so a killed run never leaves a truncated
-table.
+`gradients.parquet` and `lyapunov.parquet`, and an empty `.lock` (`run_lock`). Nothing in
+it needs the code to be read. Every write is atomic (a temporary file, then a rename), so a
+killed run never leaves a truncated table.
 """
 
 from __future__ import annotations
@@ -18,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; two processes may then repeat a run
+    fcntl = None
 
 TABLES = ("summary", "metrics", "jacobians", "gradients", "lyapunov")
 FINISHED = ("ok", "diverged")  # statuses a resumed sweep does not recompute
@@ -39,6 +44,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def run_lock(run_dir: str | os.PathLike) -> Iterator[bool]:
+    """Hold `run_dir/.lock` for the block; yields False if another process holds it.
+
+    So that two launches of the same sweep (by mistake, or on purpose as two workers) never
+    train the same run twice: the second skips what the first is running. An advisory `flock`,
+    which the kernel drops when its holder dies, so a killed run never leaves a stale lock.
+    Where the file system cannot lock (some network mounts), the block runs unlocked.
+    """
+    if fcntl is None:
+        yield True
+        return
+    fd = os.open(Path(run_dir) / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        except OSError:  # ENOLCK and the like: no locking here, not a reason to stop
+            pass
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:

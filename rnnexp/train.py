@@ -51,6 +51,7 @@ from rnnexp.results import (
     atomic_path,
     config_columns,
     read_summary,
+    run_lock,
     write_table,
     write_text,
 )
@@ -332,11 +333,27 @@ def app(cfg: DictConfig) -> None:
     names = {group: hc.runtime.choices.get(group) for group in ("cell", "task")}
     multirun = hc.mode == RunMode.MULTIRUN
     parallel = multirun and "BasicLauncher" not in hc.launcher._target_
-    prior = read_summary(run_dir)  # the same config finished here before: a resumed sweep
-    if prior and prior["status"] in FINISHED and prior["run_id"] == run_id(cfg) and not cfg.rerun:
-        refresh_config_columns(cfg, run_dir, names, prior)
-        log.info("skipped: %s already holds a finished run (%s)", run_dir, prior["status"])
-        return
+    with run_lock(run_dir) as mine:
+        if not mine:
+            busy = f"{run_dir} is being run by another process"
+            if not multirun:
+                print(f"error: {busy}", file=sys.stderr)
+                sys.exit(1)
+            log.warning("skipped: %s", busy)
+            return
+        prior = read_summary(run_dir)  # the same config finished here before: a resumed sweep
+        done = prior and prior["status"] in FINISHED and prior["run_id"] == run_id(cfg)
+        if done and not cfg.rerun:
+            refresh_config_columns(cfg, run_dir, names, prior)
+            log.info("skipped: %s already holds a finished run (%s)", run_dir, prior["status"])
+            return
+        _run_and_log(cfg, run_dir, names, multirun, parallel)
+
+
+def _run_and_log(
+    cfg: DictConfig, run_dir: Path, names: dict, multirun: bool, parallel: bool
+) -> None:
+    """`run`, then its one log line; a failure exits non-zero in a single run only."""
     try:
         summary = run(cfg, run_dir, names, parallel)
     except ConfigError as e:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, TESTS_CONF, TINY, cli, ok
 
-from rnnexp.results import load_runs, write_table
+from rnnexp.results import load_runs, run_lock, write_table
 
 
 def _sweep_table(sweep_dir) -> pd.DataFrame:
@@ -69,6 +69,33 @@ def test_rerun_true_recomputes(tmp_path):
     assert summary.stat().st_mtime_ns == first
     assert "0 of them skipped" in cli(*args, "rerun=true").stdout
     assert summary.stat().st_mtime_ns > first
+
+
+def test_a_run_another_process_holds_is_skipped_not_repeated(tmp_path):
+    """Two launches of one sweep share its runs instead of training each twice."""
+    args = ["-m", "cell=rnn,gru", *TINY, f"hydra.sweep.dir={tmp_path}", "rerun=true"]
+    ok(cli(*args))
+    held, free = sorted(tmp_path.glob("*/summary.parquet"))
+    before = held.stat().st_mtime_ns, free.stat().st_mtime_ns
+    with run_lock(held.parent) as mine:
+        assert mine
+        result = ok(cli(*args))
+        with run_lock(held.parent) as again:  # flock: another open file, even in one process
+            assert not again
+    assert f"skipped: {held.parent} is being run by another process" in result.stdout
+    assert held.stat().st_mtime_ns == before[0]  # not touched
+    assert free.stat().st_mtime_ns > before[1]  # rerun
+    with run_lock(held.parent) as mine:  # released when its holder is done
+        assert mine
+
+
+def test_a_single_run_another_process_holds_ends_with_one_line(tmp_path):
+    (tmp_path / "run").mkdir()
+    with run_lock(tmp_path / "run"):
+        result = cli(*TINY, f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {tmp_path / 'run'} is being run by another process"
+    assert not (tmp_path / "run" / "summary.parquet").exists()
 
 
 def test_resume_adds_config_columns_a_run_of_an_older_version_lacks(tmp_path):
