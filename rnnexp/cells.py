@@ -330,7 +330,8 @@ class RNNCell(RecurrentCell):
 
 
 class GRUCell(RecurrentCell):
-    """GRU in the textbook convention (Cho et al. 2014; Chung et al. 2014):
+    """GRU with Chung et al. 2014's update (Cho et al. 2014 and torch swap z and 1 - z) and the
+    reset applied after the recurrent matmul, as torch and cuDNN do:
 
         r = sigma(W_ir x + b_ir + W_hr h + b_hr)
         z = sigma(W_iz x + b_iz + W_hz h + b_hz)

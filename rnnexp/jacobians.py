@@ -217,6 +217,11 @@ def gradient_norms(model: SequenceModel, task, inputs: Tensor, targets: Tensor) 
     they include every scored step (all of them on the copy task) and the readout, exactly what
     training sees. `torch.autograd.grad` leaves the parameters' `.grad` untouched. A state the
     loss does not depend on (s_T when the last step is not scored) gets a zero gradient.
+
+    The norms come in float64: in float32 the squares of entries below ~1e-19 are subnormal,
+    and a norm below ~4e-23 would be 0 for a gradient that training still sees as non-zero
+    (down to float32's ~1e-45). L is the task's loss, a batch mean for both built-in tasks, so
+    each sample's gradient carries a factor 1/B: compare levels at equal B.
     """
     _check_inputs(inputs)
     cell = model.cell
@@ -229,7 +234,7 @@ def gradient_norms(model: SequenceModel, task, inputs: Tensor, targets: Tensor) 
         hidden = cell.hidden(torch.stack(states[1:])[task.output_steps])
         loss = task.loss(model.readout(hidden), targets)
         grads = torch.autograd.grad(loss, states, allow_unused=True, materialize_grads=True)
-    return torch.linalg.vector_norm(torch.stack(grads), dim=-1)
+    return torch.linalg.vector_norm(torch.stack(grads).double(), dim=-1)
 
 
 @torch.no_grad()

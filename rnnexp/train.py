@@ -237,6 +237,7 @@ def fit(cfg: DictConfig, task, model: SequenceModel, run_dir: Path, label: str) 
         "final_eval_accuracy": last["eval_accuracy"],
         "best_eval_accuracy": best_accuracy,
         "baseline_loss": float(task.baseline_loss),
+        "baseline_accuracy": float(task.baseline_accuracy),
         "solved_step": solved_step,
         "n_params": model.n_params(),
     } | diag_numbers
@@ -253,6 +254,7 @@ RESULT_TYPES = (
         "final_eval_accuracy": "float64",
         "best_eval_accuracy": "float64",
         "baseline_loss": "float64",
+        "baseline_accuracy": "float64",
         "solved_step": "Int64",
         "n_params": "Int64",
     }

@@ -306,6 +306,20 @@ def test_gradient_norms_match_retain_grad_on_the_copy_task(kind):
     assert (norms > 0).all()  # every step is scored, so s_T too has a gradient
 
 
+def test_gradient_norms_of_tiny_float32_gradients_are_not_flushed_to_zero():
+    """Gradients of 1e-30 are non-zero in float32 training; a float32 norm would say 0."""
+    torch.manual_seed(2)
+    task = CopyTask(seq_len=5)
+    inputs, targets = task.sample(4, torch.Generator().manual_seed(0))
+    model = SequenceModel(RNNCell(task.input_size, 6), task.output_size).float()
+    with torch.no_grad():
+        model.readout.weight.mul_(1e-30)
+    norms = gradient_norms(model, task, inputs.float(), targets)
+    expected = _reference_state_grads(model, task, inputs.float(), targets).double().norm(dim=-1)
+    assert norms.dtype == torch.float64 and (expected[1:] < 1e-25).all()
+    torch.testing.assert_close(norms, expected, rtol=1e-6, atol=0)
+
+
 def test_gradient_of_a_last_step_loss_is_the_jacobian_product():
     """With only s_T scored, dL/ds_t = dL/ds_T ds_T/ds_t: the two modules agree."""
     torch.manual_seed(3)

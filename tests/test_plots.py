@@ -94,6 +94,7 @@ def make_run(cell: str, seq_len: int, hidden: int, seed: int) -> dict[str, pd.Da
         "final_eval_accuracy": acc,
         "best_eval_accuracy": acc,
         "baseline_loss": 1 / 6,
+        "baseline_accuracy": 0.0784,
         "solved_step": 10 if acc >= 0.5 else None,
         "n_params": 100 * hidden,
         "memory_horizon_init": min(seq_len, -3 / rate),
@@ -319,6 +320,8 @@ def test_learning_curves_baseline_and_diverged_runs(one):
     loss_ax, acc_ax = panels(fig)
     dashed = [line for line in loss_ax.get_lines() if line.get_linestyle() == "--"]
     assert len(dashed) == 1 and np.allclose(dashed[0].get_ydata(), 1 / 6)
+    dashed = [line for line in acc_ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and np.allclose(dashed[0].get_ydata(), 0.0784)  # chance
     assert max(max(line.get_ydata()) for line in loss_ax.get_lines()) < 10  # the run is left out
     assert loss_ax.get_yscale() == "log"  # 2.0 down to about 0.01: two decades
     assert acc_ax.get_ylim()[1] <= 1.05
@@ -366,6 +369,24 @@ def test_gradient_flow_shares_one_colour_scale(one):
     assert grid.shape == (len(SNAPSHOTS), 21)
     assert grid.mask[0, -1] and not grid.mask[1, -1]  # -inf is missing, not a colour
     assert [t.get_text() for t in panels(fig)[0].get_yticklabels()] == ["0", "5", "20"]
+
+
+def test_minus_inf_in_one_seed_is_not_averaged_away(one):
+    """A seed whose norm underflowed to 0 makes the mean over seeds -inf, not the other's."""
+    seed = one["gradients"]["seed"].min()
+    gradients, jacobians = one["gradients"].copy(), one["jacobians"].copy()
+    at = (gradients["cell"] == "gru") & (gradients["seed"] == seed) & (gradients["t"] == 3)
+    gradients.loc[at & (gradients["step"] == 5), "log10_grad_norm_median"] = -np.inf
+    at = (jacobians["cell"] == "gru") & (jacobians["seed"] == seed) & (jacobians["lag"] == 7)
+    jacobians.loc[at & (jacobians["step"] == 0), "log10_jacobian_norm_median"] = -np.inf
+
+    fig = plots.gradient_flow_figure(gradients, one["summary"])
+    gru = [im for ax in panels(fig) for im in ax.get_images()][1].get_array()
+    assert gru.mask[1, 3] and not gru.mask[1, 2] and not gru.mask[0, 3]
+    fig = plots.vanishing_figure(jacobians, one["summary"])
+    line = next(x for x in panels(fig)[0].get_lines() if x.get_label().startswith("gru"))
+    lag, median = line.get_data()
+    assert np.isnan(median[lag == 7]).all() and np.isfinite(median[lag == 6]).all()
 
 
 def test_memory_horizon_init_and_final_per_cell(tables):

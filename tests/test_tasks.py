@@ -56,6 +56,7 @@ def test_adding_baseline_and_accuracy():
     near_one = ((total - 1).abs() < 0.04).double().mean().item()
     assert task.accuracy(constant, targets) == pytest.approx(near_one, abs=1e-6)  # < 1 seq
     assert near_one == pytest.approx(1 - 0.96**2, abs=0.01)  # P(|X1 + X2 - 1| < 0.04)
+    assert task.baseline_accuracy == pytest.approx(1 - 0.96**2, rel=1e-12)  # chance
 
     assert task.accuracy(targets.clone(), targets) == 1.0
     assert task.accuracy(targets + 0.05, targets) == 0.0
@@ -129,6 +130,14 @@ def test_copy_memoryless_loss_is_baseline():
         assert task.loss(outputs, targets).item() == pytest.approx(expected, abs=1e-5)
 
 
+def test_copy_chance_accuracy_is_baseline():
+    task = CopyTask(seq_len=5, n_symbols=5)
+    _, targets = task.sample(20_000, _gen(4))
+    always_1 = _logits(torch.ones_like(targets), task.output_size)  # one fixed guess
+    assert task.baseline_accuracy == 1 / 5
+    assert task.accuracy(always_1, targets) == pytest.approx(1 / 5, abs=0.01)
+
+
 def test_copy_accuracy_counts_recall_steps_only():
     task = CopyTask(seq_len=500)
     _, targets = task.sample(32, _gen(3))
@@ -180,11 +189,25 @@ class _NoBaseline(AddingTask):
     baseline_loss = None
 
 
+class _NoChance:
+    """A task of one's own written without baseline_accuracy."""
+
+    def __init__(self):
+        self.task = AddingTask(seq_len=6)
+
+    def __getattr__(self, name):
+        if name == "baseline_accuracy":
+            raise AttributeError(name)
+        return getattr(self.task, name)
+
+
 def test_start_up_check_names_what_a_task_gets_wrong():
     with pytest.raises(ValueError, match=r"targets with the batch on dim 1, got .* targets \(2,\)"):
         check_task(_FlatTargets(seq_len=6))
     with pytest.raises(ValueError, match="^baseline_loss must be a number, got None"):
         check_task(_NoBaseline(seq_len=6))
+    with pytest.raises(ValueError, match="^baseline_accuracy is missing: the task protocol"):
+        check_task(_NoChance())
 
 
 @pytest.mark.parametrize("task", TASKS, ids=repr)

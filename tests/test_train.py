@@ -30,6 +30,7 @@ RESULTS = [
     "final_eval_accuracy",
     "best_eval_accuracy",
     "baseline_loss",
+    "baseline_accuracy",
     "solved_step",
     "n_params",
     "memory_horizon_init",
@@ -81,6 +82,7 @@ def test_summary_columns(grid):
     assert s.loc[("irnn", "adding"), "nonlinearity"] == "relu"
     assert s.loc[("lstm", "adding"), "baseline_loss"] == pytest.approx(1 / 6)
     assert s.loc[("lstm", "copy"), "baseline_loss"] == pytest.approx(10 * math.log(8) / 26)
+    assert s.loc[("lstm", "copy"), "baseline_accuracy"] == 1 / 8
     # n_params: 4 gates x (n + m + 2) x m, plus the readout m x out + out
     assert s.loc[("lstm", "adding"), "n_params"] == 4 * (2 + 8 + 2) * 8 + 8 + 1
     assert s.loc[("rnn", "copy"), "n_params"] == (10 + 8 + 2) * 8 + 9 * 8 + 9

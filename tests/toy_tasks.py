@@ -14,6 +14,7 @@ class LastBitTask:
     output_size = 2
     output_steps = slice(-1, None)
     baseline_loss = float(torch.log(torch.tensor(2.0)))
+    baseline_accuracy = 0.5
     solved_accuracy = 0.99
 
     def __init__(self, seq_len: int = 5, fail_at_seq_len: int | None = None) -> None:
