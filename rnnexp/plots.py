@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from rnnexp.results import atomic_path, load_runs
 
@@ -176,11 +176,23 @@ def _cell_legend(
     fig.legend(handles=[*handles, *extra], loc="outside right upper")
 
 
-def _spans_decades(values: Iterable[float]) -> bool:
-    """Whether positive values span a factor of 5 or more: then a log scale reads better (a
+def _spans_decades(values: Iterable[float], factor: float = 5) -> bool:
+    """Whether positive values span `factor` or more: from 5 a log scale reads better (a
     copy-task loss falls from ln 9 to near its baseline, 0.3 at delay 50: a factor of 7)."""
     x = np.asarray([v for v in values if np.isfinite(v) and v > 0], dtype=float)
-    return len(x) > 1 and x.max() / x.min() >= 5
+    return len(x) > 1 and x.max() / x.min() >= factor
+
+
+def _plain_log_labels(axis) -> None:
+    """A log axis over a decade or two labelled 0.2, 0.3, 0.5, 1, 2 rather than only at powers
+    of 10 (too few to read values off) or as 3 x 10^-1."""
+
+    def label(value: float, _position: int) -> str:
+        mantissa = round(value / 10 ** math.floor(math.log10(value)), 6) if value > 0 else 0
+        return f"{value:g}" if mantissa in (1, 2, 3, 5) else ""
+
+    axis.set_major_formatter(FuncFormatter(label))
+    axis.set_minor_formatter(FuncFormatter(label))
 
 
 def _minus(text: str) -> str:
@@ -441,8 +453,11 @@ def learning_curves_figure(metrics: pd.DataFrame, summary: pd.DataFrame | None =
         if np.isfinite(baseline) or np.isfinite(chance):
             label = "baseline (learns nothing)"
             extra.append(Line2D([], [], color="0.2", lw=0.8, ls="--", label=label))
-        if _spans_decades([*m["eval_loss"], baseline]):
+        losses = [*m["eval_loss"], baseline]
+        if _spans_decades(losses):
             loss_ax.set_yscale("log")
+            if not _spans_decades(losses, factor=100):
+                _plain_log_labels(loss_ax.yaxis)
         loss_ax.set_ylabel("eval loss")
         acc_ax.set_ylabel("eval accuracy")
         acc_ax.set_ylim(-0.02, 1.02)

@@ -327,6 +327,19 @@ def test_learning_curves_baseline_and_diverged_runs(one):
     assert acc_ax.get_ylim()[1] <= 1.05
 
 
+def test_learning_curves_loss_over_one_decade_is_log_with_plain_labels(one):
+    """A copy-task loss: ln 9 down to near its baseline, a factor of 7."""
+    metrics = one["metrics"].copy()
+    metrics["eval_loss"] = np.interp(metrics["step"], [0, STEPS], [2.2, 0.28])
+    fig = plots.learning_curves_figure(metrics, one["summary"])
+    loss_ax = panels(fig)[0]
+    assert loss_ax.get_yscale() == "log"
+    fig.canvas.draw()
+    ticks = loss_ax.yaxis.get_majorticklabels() + loss_ax.yaxis.get_minorticklabels()
+    labels = {t.get_text() for t in ticks if t.get_text()}
+    assert {"0.3", "0.5", "1", "2"} <= labels and not {"0.4", "0.6"} & labels, labels
+
+
 def test_heatmap_writes_mean_accuracies(tables):
     fig = plots.success_heatmap_figure(tables["summary"])
     axes = panels(fig)
