@@ -24,7 +24,9 @@ def aggregate(sweep_dir: str | Path, csv: bool = False) -> pd.DataFrame:
     finished run in the folder, whichever invocation of the sweep produced it."""
     sweep_dir = Path(sweep_dir)
     table = load_runs(sweep_dir)
-    if table.empty:
+    if table.empty:  # no finished run (any more): no table, not a stale one
+        for name in ("summary.parquet", "summary.csv"):
+            (sweep_dir / name).unlink(missing_ok=True)
         return table
     table = table.drop(columns="run_dir").sort_values("run_id", ignore_index=True)
     write_table(table, sweep_dir / "summary.parquet")
@@ -43,11 +45,16 @@ def unfinished_runs(sweep_dir: str | Path) -> int:
 
 
 def report(
-    sweep_dir: str | Path, table: pd.DataFrame, skipped: int | None = None, missing: int = 0
+    sweep_dir: str | Path,
+    table: pd.DataFrame,
+    skipped: int | None = None,
+    missing: int = 0,
+    in_folder: int | None = None,
 ) -> str:
     """A one-screen account of a sweep: counts by status, and where the failures' logs are.
 
     skipped: how many runs this invocation found done (None: not a sweep's own report).
+    in_folder: the runs in the folder's table, when `table` is one grid's share of them.
     """
     sweep_dir = Path(sweep_dir)
     counts = table["status"].value_counts() if not table.empty else pd.Series(dtype=int)
@@ -67,7 +74,12 @@ def report(
         )
     if len(failed) > 10:
         lines.append(f"  ... and {len(failed) - 10} more failed runs")
-    lines.append(f"table: {sweep_dir / 'summary.parquet'}")
+    if not (len(table) if in_folder is None else in_folder):
+        lines.append("no run has finished: no table written")
+    elif in_folder is not None and in_folder > len(table):
+        lines.append(f"table: {sweep_dir / 'summary.parquet'} (all {in_folder} runs in the folder)")
+    else:
+        lines.append(f"table: {sweep_dir / 'summary.parquet'}")
     return "\n".join(lines)
 
 

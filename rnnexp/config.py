@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
+import yaml
 from hydra import compose
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
@@ -119,9 +120,10 @@ def _check_known_keys(cfg: DictConfig) -> None:
 
 
 def _group_options(missing: str) -> list[str]:
-    """A config group's options, those in its subfolders too (`experiment=paper/adding`):
-    Hydra's own list names only the group's top level."""
-    group = missing.rsplit("/", 1)[0]
+    """The options of the group a missing config was asked of, those in its subfolders too
+    (`experiment=paper/adding`): Hydra's own list names only one folder's."""
+    parts = missing.split("/")
+    group = "/".join(parts[:2] if parts[0] == "hydra" else parts[:1])
     loader = GlobalHydra.instance().config_loader()
     options = list(loader.get_group_options(group))
     for sub in loader.list_groups(group):
@@ -138,10 +140,14 @@ def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
         options = _group_options(e.missing_cfg_file) if e.options else []
         available = f"; available: {', '.join(options)}" if options else ""
         raise ConfigError(str(e).splitlines()[0] + available) from e
+    except yaml.YAMLError as e:  # a config file of one's own that is not valid YAML
+        where = getattr(e, "problem_mark", None)
+        place = f"{where.name}, line {where.line + 1}" if where else "a config file"
+        raise ConfigError(f"{place}: not valid YAML: {getattr(e, 'problem', e)}") from e
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         lines = [str(e).splitlines()[0]]
         if isinstance(e, OverrideParseException):  # which of the overrides Hydra could not parse
-            lines.insert(0, e.override)
+            lines.insert(0, e.override)  # (as rnnexp.sweep.split_grid says it)
         if e.__cause__ is not None:  # OmegaConf's reason: the key, the type
             lines.append(str(e.__cause__).splitlines()[0])
         if lines[0].startswith("Ambiguous value"):  # a list of values: a sweep, or a list

@@ -852,15 +852,15 @@ def select(
         for name, df in tables.items():
             if col not in df.columns:
                 raise ValueError(f"the {name} table has no column {col} to filter on")
-            kept = df[df[col].isin(wanted)]
-            if kept.empty and not df.empty:  # say what there is, not just that nothing is left
+            absent = [w for w in wanted if not (df[col] == w).any()]
+            if absent and not df.empty:  # a typo among several values is not dropped silently
                 found = ", ".join(map(str, sorted(df[col].dropna().unique().tolist())))
                 flag = "--" + option.replace("_", "-")
                 raise ValueError(
-                    f"no {name} rows with {flag} {' '.join(map(str, wanted))}; "
+                    f"no {name} rows with {flag} {' '.join(map(str, absent))}; "
                     f"the runs have {found}"
                 )
-            tables[name] = kept
+            tables[name] = df[df[col].isin(wanted)]
     reference = tables.get("summary", next(iter(tables.values())))
     for col in one_of:
         if getattr(args, col, None) is not None or col not in reference.columns:
@@ -913,6 +913,14 @@ def script_main(
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     stem = args.name or (name(args) if callable(name) else name)
-    for path in save(fig, args.out or args.sweep_dir / "figures", stem):
+    out = args.out or args.sweep_dir / "figures"
+    try:
+        paths = save(fig, out, stem)
+    except OSError as e:
+        print(
+            f"{prog}: error: cannot write the figure to {out}: {e.strerror or e}", file=sys.stderr
+        )
+        return 2
+    for path in paths:
         print(path)
     return 0

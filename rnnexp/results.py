@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,12 +103,24 @@ def config_columns(cfg: Mapping[str, Any], choices: Mapping[str, str]) -> dict[s
     return cols
 
 
-def read_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The run's summary row as a dict, or None if the run never finished."""
-    path = Path(run_dir) / "summary.parquet"
+def _summary_frame(run_dir: Path) -> pd.DataFrame | None:
+    """The run's summary table; None if there is none, or if it cannot be read (we write it
+    atomically, but a copy from a cluster can truncate it): that run counts as unfinished,
+    so a resumed sweep trains it again rather than failing on it."""
+    path = run_dir / "summary.parquet"
     if not path.exists():
         return None
-    return pd.read_parquet(path).iloc[0].to_dict()
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as e:
+        warnings.warn(f"{path} cannot be read ({e}); that run counts as unfinished", stacklevel=3)
+        return None
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run's summary row as a dict, or None if the run never finished."""
+    frame = _summary_frame(Path(run_dir))
+    return None if frame is None or frame.empty else frame.iloc[0].to_dict()
 
 
 def run_dirs(path: str | os.PathLike) -> Iterator[Path]:
@@ -127,9 +140,13 @@ def load_runs(path: str | os.PathLike, table: str = "summary") -> pd.DataFrame:
     """
     if table not in TABLES:
         raise ValueError(f"table must be one of {', '.join(TABLES)}; got {table!r}")
+    if not Path(path).is_dir():  # not an empty table: a typo would pass for "no runs yet"
+        raise NotADirectoryError(f"{path} is not a folder (a sweep's or a run's)")
     frames = []
     for run in run_dirs(path):
-        summary = pd.read_parquet(run / "summary.parquet")
+        summary = _summary_frame(run)
+        if summary is None:
+            continue
         if table == "summary":
             frame = summary
         else:

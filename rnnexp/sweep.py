@@ -5,8 +5,8 @@ only adds what a sweep of hundreds of runs needs around them:
 
 - before any job starts, every grid point is composed and checked as a single run would be,
   so a bad value fails at once with the same one-line message, not after hours of jobs;
-- after the last job, the sweep's one table (`summary.parquet` at the sweep root), a report,
-  and a non-zero exit if any run failed.
+- after the last job, the sweep's one table (`summary.parquet` at the sweep root, every run in
+  the folder), a report of this grid's runs, and a non-zero exit if one of them failed.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -27,18 +28,24 @@ from rnnexp.aggregate import aggregate, report
 from rnnexp.config import ConfigError, compose_checked, run_id
 
 
-def grid_points(config: DictConfig) -> list[list[str]]:
-    """Every job's overrides, expanded the way the basic sweeper does it.
+def split_grid(overrides: list[str]) -> list[list[str]]:
+    """The grid's points, each a list of plain overrides, as Hydra's BasicSweeper expands them
+    (later keys winning); an override it cannot parse is a ConfigError naming it."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as e:
+        raise ConfigError(f"{e.override}: {e.message.splitlines()[0]}") from e
+    return BasicSweeper.split_arguments(parsed, None)[0]
 
-    The grid is `hydra.sweeper.params` (an experiment's) extended by the command line's
-    overrides, later keys winning, as in Hydra's BasicSweeper.
-    """
+
+def grid_points(config: DictConfig) -> list[list[str]]:
+    """Every job's overrides: `hydra.sweeper.params` (an experiment's) extended by the command
+    line's overrides."""
     params = config.hydra.sweeper.get("params") or {}
     overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
-    parsed = OverridesParser.create().parse_overrides(overrides)
     # a search path given on the command line must hold when each point is composed
     search = [o for o in config.hydra.overrides.hydra if o.startswith("hydra.searchpath")]
-    return [search + point for point in BasicSweeper.split_arguments(parsed, None)[0]]
+    return [search + point for point in split_grid(overrides)]
 
 
 def check_grid(config: DictConfig) -> set[str]:
@@ -79,13 +86,13 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        table = aggregate(sweep_dir)
-        done = set(table["run_id"]) if not table.empty else set()
+        table = aggregate(sweep_dir)  # every run in the folder: other grids' too
+        ours = table[table["run_id"].isin(self.grid)] if not table.empty else table
+        done = set(ours["run_id"]) if not ours.empty else set()
         skipped = sum(
-            (sweep_dir / run / "summary.parquet").stat().st_mtime < self.started
-            for run in self.grid & done
+            (sweep_dir / run / "summary.parquet").stat().st_mtime < self.started for run in done
         )
         missing = len(self.grid - done)
-        print(report(sweep_dir, table, skipped=skipped, missing=missing))
-        if not table.empty and (table["status"] == "failed").any():
+        print(report(sweep_dir, ours, skipped=skipped, missing=missing, in_folder=len(table)))
+        if not ours.empty and (ours["status"] == "failed").any():  # this grid's runs only
             sys.exit(1)

@@ -55,6 +55,7 @@ class Task(Protocol):
 def check_task(task: Task) -> None:
     """That a task keeps the layout the trainer relies on, checked on a batch of 2 at start-up:
     a task of one's own that breaks it fails here in one line, not in a traceback mid-run.
+    The batch goes through `loss` and `accuracy` with zero outputs of the scored steps' shape.
     Raises ValueError."""
     for name in ("baseline_loss", "baseline_accuracy", "solved_accuracy"):
         if not hasattr(task, name):
@@ -79,6 +80,16 @@ def check_task(task: Task) -> None:
             f"{task.input_size}) and targets with the batch on dim 1, got inputs "
             f"{tuple(inputs.shape)} and targets {tuple(targets.shape)}"
         )
+    outputs = inputs.new_zeros(len(range(inputs.shape[0])[steps]), 2, task.output_size)
+    call = f"(outputs {tuple(outputs.shape)}, targets {tuple(targets.shape)})"
+    for name in ("loss", "accuracy"):
+        try:
+            value = getattr(task, name)(outputs, targets)
+        except Exception as e:  # the first line: torch's shape complaints run long
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise ValueError(f"{name}{call} raised {type(e).__name__}: {first}") from e
+        if name == "loss" and not (isinstance(value, Tensor) and value.dim() == 0):
+            raise ValueError(f"loss{call} must return a scalar tensor, got {value!r}")
 
 
 def _check_int(name: str, value: int, minimum: int) -> int:

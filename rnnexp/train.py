@@ -68,6 +68,8 @@ register_resolvers()
 
 def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
     """hydra.utils.instantiate, with a constructor's complaint turned into one line."""
+    if "_target_" not in node:  # Hydra would hand back the config itself, not an object
+        raise ConfigError(f"{group}: its config has no _target_ (the class to build)")
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as e:
@@ -76,7 +78,12 @@ def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
             raise ConfigError(f"{group}.{cause}") from cause
         if isinstance(cause, TypeError):  # an argument the constructor does not take
             raise ConfigError(f"{group}: {cause}") from cause
-        if isinstance(cause, ImportError) or cause is None:  # the _target_ itself is wrong
+        if isinstance(cause, ImportError):  # say why: a typo in _target_, or in its module
+            why = cause.__cause__ or cause
+            raise ConfigError(
+                f"{group}: cannot import {node._target_}: {type(why).__name__}: {why}"
+            ) from e
+        if cause is None:
             raise ConfigError(f"{group}: {str(e).splitlines()[0]}") from e
         raise
 
@@ -308,6 +315,9 @@ def run(cfg: DictConfig, run_dir: Path, names: dict[str, str], parallel: bool = 
     _set_global_state(cfg, parallel)
     check_device_available(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # a rerun (or a failed run's retry) is unfinished until it finishes again: an interrupted
+    # one must not leave the old summary beside its own, cut-short tables
+    (run_dir / "summary.parquet").unlink(missing_ok=True)
     write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
     columns = summary_columns(cfg, names)
     label = run_label(columns)
@@ -408,17 +418,28 @@ def check_single_run(argv: list[str]) -> None:
     """Compose and build a single run as `app` will, before Hydra makes its folder and log.
 
     So that a bad key, type or value ends in one line, exit code 2 and no folder, as in a
-    sweep (whose grid the sweep callback checks). Hydra's flags (--multirun, --cfg, --help,
-    ...) and multiruns are left to Hydra; of its own overrides only the search path matters
-    here. Whether the machine has the device is checked in the run, after Hydra has applied
+    sweep (whose grid the sweep callback checks). Of a multirun (-m) the first point of the
+    command line's grid is composed, so that a misspelt key or experiment fails the same way
+    rather than in Hydra's multi-line dump. Hydra's other flags (--cfg, --help, ...) are left
+    to Hydra; of its own overrides only the search path and its groups matter here. Whether
+    the machine has the device is checked in the run, after Hydra has applied
     hydra.job.env_set (CUDA_VISIBLE_DEVICES, say), which CUDA reads only once.
     """
-    if any(arg.startswith(("-", "hydra.mode")) for arg in argv):
+    sweep_flags = ("-m", "--multirun", "hydra.mode=MULTIRUN")
+    multirun = any(a in sweep_flags for a in argv)
+    if any(a.startswith(("-", "hydra.mode")) for a in argv if a not in sweep_flags):
         return
-    overrides = [a for a in argv if not a.startswith("hydra") or a.startswith("hydra.searchpath")]
+    # of Hydra's own overrides: the search path, and its groups (a launcher's name, say)
+    mine = ("hydra.searchpath", "hydra/")
+    overrides = [a for a in argv if not a.startswith(("-", "hydra")) or a.startswith(mine)]
+    if multirun:
+        from rnnexp.sweep import split_grid  # the sweep's module imports this one
+
+        overrides = split_grid(overrides)[0]
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         cfg = compose_checked("config", overrides)
-    build(cfg)
+    if not multirun:  # the sweep callback builds every point
+        build(cfg)
 
 
 def main() -> None:

@@ -28,41 +28,34 @@ REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("adding", "init", "copy")
 CELLS = ["rnn", "irnn", "gru", "lstm"]
 VARIANTS = ["rnn", "rnn_orth", "irnn", "lstm", "lstm_chrono"]
-# (plot script, its arguments): seq_len and hidden_size left out pick the largest in the sweep
-ADDING_FIGURES = [
-    ("plot_success_heatmap", ["--task", "adding", "--cell", *CELLS, "--name", "success_heatmap"]),
-    ("plot_memory_horizon", ["--task", "adding", "--cell", *CELLS]),
-    (
-        "plot_learning_curves",
-        ["--task", "adding", "--cell", *CELLS, "--name", "learning_curves_adding"],
-    ),
-    ("plot_vanishing", ["--task", "adding", "--cell", *CELLS]),
-    ("plot_gradient_flow", ["--task", "adding", "--cell", *CELLS]),
-    ("plot_init", ["--task", "adding", "--cell", *VARIANTS]),
-]
 
 
 def figures(summary: pd.DataFrame) -> list[tuple[str, list[str]]]:
-    """Every figure to draw: the adding ones, and copy learning curves for each delay."""
-    delays = sorted(summary.loc[summary.task == "copy", "seq_len"].unique())
-    copy = [
-        (
-            "plot_learning_curves",
-            [
-                "--task",
-                "copy",
-                "--seq-len",
-                str(d),
-                "--cell",
-                "lstm",
-                "lstm_chrono",
-                "--name",
-                f"learning_curves_copy_{d}",
-            ],
-        )
-        for d in delays
+    """Every figure to draw, as (plot script, its arguments): the adding ones, and copy
+    learning curves for each delay. Each asks for those of its cells that the sweep ran (a
+    plot script refuses a --cell value no run has); seq_len and hidden_size left out pick the
+    largest in the sweep. A figure none of whose cells ran is left out."""
+    adding = set(summary.loc[summary.task == "adding", "cell"])
+    cells = [c for c in CELLS if c in adding]
+    variants = [c for c in VARIANTS if c in adding]
+    drawn = [
+        ("plot_success_heatmap", cells, ["--name", "success_heatmap"]),
+        ("plot_memory_horizon", cells, []),
+        ("plot_learning_curves", cells, ["--name", "learning_curves_adding"]),
+        ("plot_vanishing", cells, []),
+        ("plot_gradient_flow", cells, []),
+        ("plot_init", variants, []),
     ]
-    return ADDING_FIGURES + copy
+    drawn = [(script, ["--task", "adding", "--cell", *c, *rest]) for script, c, rest in drawn if c]
+    copy = summary[summary.task == "copy"]
+    for d in sorted(copy.seq_len.unique()):
+        ran = set(copy.loc[copy.seq_len == d, "cell"])
+        if lstms := [c for c in ("lstm", "lstm_chrono") if c in ran]:
+            options = ["--task", "copy", "--seq-len", str(d), "--cell", *lstms]
+            drawn.append(
+                ("plot_learning_curves", [*options, "--name", f"learning_curves_copy_{d}"])
+            )
+    return drawn
 
 
 def run_experiment(name: str, scale: str, launcher: str, extra: list[str]) -> int:
@@ -106,6 +99,13 @@ def _per_cell(runs: pd.DataFrame, with_decay: bool) -> list[str]:
     return lines
 
 
+def _chance(runs: pd.DataFrame) -> str:
+    """', chance accuracy 0.078' (tables written before baseline_accuracy existed: '')."""
+    if "baseline_accuracy" not in runs or runs.baseline_accuracy.isna().all():
+        return ""
+    return f", chance accuracy {runs.baseline_accuracy.dropna().iloc[0]:.3f}"
+
+
 def text_summary(summary: pd.DataFrame) -> str:
     """Per cell: accuracy at the longest adding length and the decay rate at initialisation;
     the copy task's loss against its memoryless baseline at each delay."""
@@ -114,13 +114,17 @@ def text_summary(summary: pd.DataFrame) -> str:
     adding = ok[ok.task == "adding"]
     if not adding.empty:
         longest, widest = adding.seq_len.max(), adding.hidden_size.max()
-        lines.append(f"adding, T={longest}, m={widest} (mean over seeds; baseline loss 1/6):")
         at = adding[(adding.seq_len == longest) & (adding.hidden_size == widest)]
+        chance = _chance(at)
+        lines.append(
+            f"adding, T={longest}, m={widest} (mean over seeds; baseline loss 1/6{chance}):"
+        )
         lines += _per_cell(at, with_decay=True)
     copy = ok[ok.task == "copy"]
     for delay in sorted(copy.seq_len.unique()):
         at = copy[copy.seq_len == delay]
-        lines.append(f"copy, delay {delay} (memoryless baseline {at.baseline_loss.iloc[0]:.4f}):")
+        baseline = f"memoryless baseline {at.baseline_loss.iloc[0]:.4f}{_chance(at)}"
+        lines.append(f"copy, delay {delay} ({baseline}):")
         lines += _per_cell(at, with_decay=False)
     return "\n".join(lines)
 

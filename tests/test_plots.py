@@ -496,7 +496,13 @@ def test_script_errors(sweep, tmp_path, capsys):
         "no metrics rows with --cell nocell; the runs have gru, lstm, rnn"
         in capsys.readouterr().err
     )
+    assert main([str(sweep), "--cell", "rnn", "nocell", "--out", str(tmp_path)]) == 1  # a typo
+    assert "no metrics rows with --cell nocell; the runs have" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.png"))
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert main([str(sweep), "--out", str(blocked / "figures")]) == 2
+    assert f"error: cannot write the figure to {blocked / 'figures'}" in capsys.readouterr().err
 
 
 def test_script_writes_beside_the_sweep_by_default_and_filters_on_norm(sweep, capsys):

@@ -6,7 +6,7 @@ import stat
 import pandas as pd
 import pytest
 
-from rnnexp.results import atomic_path, write_table
+from rnnexp.results import atomic_path, load_runs, read_summary, write_table
 
 
 def test_a_table_gets_the_mode_of_any_new_file(tmp_path):
@@ -29,3 +29,28 @@ def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
         raise RuntimeError("killed mid-write")
     assert pd.read_parquet(path)["a"].tolist() == [1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]
+
+
+def test_a_damaged_summary_counts_as_unfinished_and_blocks_nothing(tmp_path):
+    """Truncated by a copy from a cluster, say: a warning, not a failing resume or load."""
+    for name, status in (("good", "ok"), ("damaged", "ok")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text("seed: 0\n")
+        write_table(
+            pd.DataFrame([{"seed": 0, "run_id": name, "status": status}]),
+            tmp_path / name / "summary.parquet",
+        )
+    (tmp_path / "damaged" / "summary.parquet").write_bytes(b"")
+    with pytest.warns(UserWarning, match="damaged/summary.parquet cannot be read"):
+        assert read_summary(tmp_path / "damaged") is None
+    with pytest.warns(UserWarning, match="that run counts as unfinished"):
+        assert load_runs(tmp_path)["run_id"].tolist() == ["good"]
+    assert read_summary(tmp_path / "good")["status"] == "ok"
+
+
+def test_load_runs_of_a_path_that_is_no_folder_is_an_error(tmp_path):
+    with pytest.raises(NotADirectoryError, match="nowhere is not a folder"):
+        load_runs(tmp_path / "nowhere")
+    (tmp_path / "summary.parquet").write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match="summary.parquet is not a folder"):
+        load_runs(tmp_path / "summary.parquet")

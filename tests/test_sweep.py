@@ -71,6 +71,28 @@ def test_rerun_true_recomputes(tmp_path):
     assert summary.stat().st_mtime_ns > first
 
 
+def test_an_interrupted_rerun_is_unfinished_not_the_old_run(tmp_path):
+    """rerun=true rewrites the tables as it goes: killed, it must not keep the old summary."""
+    args = ["-m", "cell=rnn", *TINY, "train.steps=400", f"hydra.sweep.dir={tmp_path}"]
+    ok(cli(*args))
+    (summary,) = tmp_path.glob("*/summary.parquet")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rnnexp.train", *args, "rerun=true"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while summary.exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not summary.exists() and (summary.parent / "config.yaml").exists()
+    assert "1 runs: 1 ok" in cli(*args).stdout  # the resume trains it again
+
+
 def test_a_run_another_process_holds_is_skipped_not_repeated(tmp_path):
     """Two launches of one sweep share its runs instead of training each twice."""
     args = ["-m", "cell=rnn,gru", *TINY, f"hydra.sweep.dir={tmp_path}", "rerun=true"]
@@ -109,15 +131,15 @@ def test_resume_adds_config_columns_a_run_of_an_older_version_lacks(tmp_path):
 
 
 def test_a_failing_run_does_not_sink_the_sweep(tmp_path):
-    result = cli(
+    args = [
         "-m",
         TESTS_CONF,
         "task=last_bit",
         "task.fail_at_seq_len=5",
-        "task.seq_len=4,5,6",
         *[a for a in TINY if not a.startswith("task.")],
         f"hydra.sweep.dir={tmp_path}",
-    )
+    ]
+    result = cli(*args, "task.seq_len=4,5,6")
     assert result.returncode == 1
     table = pd.read_parquet(tmp_path / "summary.parquet").set_index("seq_len")
     assert table.status.to_dict() == {4: "ok", 5: "failed", 6: "ok"}
@@ -126,6 +148,34 @@ def test_a_failing_run_does_not_sink_the_sweep(tmp_path):
     log = tmp_path / table.loc[5, "run_id"] / "train.log"
     assert str(log) in result.stdout
     assert "Traceback" in log.read_text()
+    # another grid in the same folder: judged, and reported, by its own runs
+    result = ok(cli(*args, "task.seq_len=4,6"))
+    assert "2 runs: 2 ok, 0 diverged, 0 failed (2 of them skipped" in result.stdout
+    assert f"table: {tmp_path / 'summary.parquet'} (all 3 runs in the folder)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            "experiment=paper/addin",
+            "error: In 'config': Could not find 'experiment/paper/addin'; available: adding, "
+            "copy, init, smoke, paper/adding, paper/copy, paper/init",
+        ),
+        ("train.setps=10", "error: Could not override 'train.setps': Key 'setps' not in"),
+        (
+            "hydra/launcher=nope",
+            "error: In 'hydra/config': Could not find 'hydra/launcher/nope'; available: basic,",
+        ),
+    ],
+)
+def test_a_config_mistake_in_a_multirun_is_one_line_too(tmp_path, override, message):
+    """Hydra composes a multirun's config before the sweep callback could check it."""
+    result = cli("-m", "seed=0,1", override, *BASE, f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
 def test_a_bad_grid_value_fails_before_any_job(tmp_path):
@@ -153,6 +203,10 @@ def test_aggregate_command_rebuilds_the_table(tmp_path):
     result = cli(str(tmp_path), module="rnnexp.aggregate")
     assert "sweep" in result.stdout and "1 runs: 1 ok" in result.stdout
     assert "1 runs have no result (unfinished" in result.stdout
+    (tmp_path / loaded.run_id[1] / "summary.parquet").unlink()  # no run finished: no table
+    result = cli(str(tmp_path), module="rnnexp.aggregate")
+    assert "0 runs" in result.stdout and "no run has finished: no table written" in result.stdout
+    assert not (tmp_path / "summary.parquet").exists()
 
 
 @pytest.mark.parametrize(

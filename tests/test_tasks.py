@@ -189,6 +189,25 @@ class _NoBaseline(AddingTask):
     baseline_loss = None
 
 
+class _EveryStepScored(AddingTask):
+    output_steps = slice(None)  # while the targets are for the last step only
+
+
+class _NoAccuracy:
+    def __init__(self):
+        self.task = AddingTask(seq_len=6)
+
+    def __getattr__(self, name):
+        if name == "accuracy":
+            raise AttributeError(f"'_NoAccuracy' object has no attribute {name!r}")
+        return getattr(self.task, name)
+
+
+class _FloatLoss(AddingTask):
+    def loss(self, outputs, targets):
+        return super().loss(outputs, targets).item()
+
+
 class _NoChance:
     """A task of one's own written without baseline_accuracy."""
 
@@ -208,6 +227,16 @@ def test_start_up_check_names_what_a_task_gets_wrong():
         check_task(_NoBaseline(seq_len=6))
     with pytest.raises(ValueError, match="^baseline_accuracy is missing: the task protocol"):
         check_task(_NoChance())
+    with pytest.raises(
+        ValueError,
+        match=r"^loss\(outputs \(6, 2, 1\), targets \(1, 2, 1\)\) raised ValueError: outputs "
+        r"must have shape \(1, 2, 1\), got \(6, 2, 1\)$",
+    ):
+        check_task(_EveryStepScored(seq_len=6))
+    with pytest.raises(ValueError, match=r"^accuracy\(.*\) raised AttributeError: .*'accuracy'"):
+        check_task(_NoAccuracy())
+    with pytest.raises(ValueError, match=r"^loss\(.*\) must return a scalar tensor, got [0-9.]+$"):
+        check_task(_FloatLoss(seq_len=6))
 
 
 @pytest.mark.parametrize("task", TASKS, ids=repr)

@@ -218,6 +218,33 @@ def test_bad_values_end_with_one_line(tmp_path, override, message):
     assert not out.exists()  # checked before Hydra makes the run's folder and log
 
 
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (  # the import error behind Hydra's "Error locating target"
+            "_target_: tests.no_such_module.Task\n",
+            "error: task: cannot import tests.no_such_module.Task: ModuleNotFoundError: "
+            "No module named 'tests.no_such_module'",
+        ),
+        ("seq_len: 5\n", "error: task: its config has no _target_ (the class to build)"),
+        (
+            "_target_: a\n  b: [1, 2\n",
+            "error: {path}, line 2: not valid YAML: mapping values are not allowed here",
+        ),
+    ],
+)
+def test_a_broken_task_file_of_ones_own_ends_with_one_line(tmp_path, text, message):
+    path = tmp_path / "conf" / "task" / "mine.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    tiny = [a for a in TINY if not a.startswith("task.")]
+    search = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    result = cli(search, "task=mine", *tiny, f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == message.format(path=path)
+    assert not (tmp_path / "run").exists()
+
+
 def test_console_script_and_multirun_by_hydra_mode(tmp_path):
     """rnnexp-train imports the app as rnnexp.train, not __main__: the conf folder must still
     be found; hydra.mode=MULTIRUN is a sweep, not a single run with an ambiguous value."""

@@ -28,7 +28,7 @@ class LastBitTask:
         return bits.unsqueeze(-1).float(), bits[:1]
 
     def loss(self, outputs, targets):
-        if self.fail:  # in training, after the start-up checks have passed
+        if self.fail and outputs.requires_grad:  # in training, past the start-up checks
             raise RuntimeError(f"this task is built to fail at seq_len={self.seq_len}")
         return F.cross_entropy(outputs.reshape(-1, 2), targets.reshape(-1))
 
