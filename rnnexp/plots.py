@@ -727,6 +727,23 @@ def memory_horizon_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None 
 # --- 6. initialisation matters -----------------------------------------------------------------
 
 
+def _stacked(runs: pd.DataFrame, x: str, y: str, x_span: float) -> list[tuple[tuple, int]]:
+    """Points of `runs` that hide others (within 1.5% of the x span and 0.015 in y, about a
+    marker), with how many runs each stands for: two IRNNs at rate 0 and chance accuracy
+    would otherwise read as one run."""
+    groups: list[list[tuple[float, float]]] = []
+    for px, py in zip(runs[x], runs[y], strict=True):
+        near = (
+            g for g in groups if abs(g[0][0] - px) <= 0.015 * x_span and abs(g[0][1] - py) <= 0.015
+        )
+        group = next(near, None)
+        if group is None:
+            groups.append([(px, py)])
+        else:
+            group.append((px, py))
+    return [(g[0], len(g)) for g in groups if len(g) > 1]
+
+
 def init_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None = None) -> Figure:
     """The Jacobian decay rate at initialisation against final accuracy, one marker per run,
     coloured by cell: do the initialisations that keep ||ds_T/ds_t|| from decaying learn?
@@ -758,6 +775,8 @@ def init_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None = None) ->
             fig, axes = _figure(DOUBLE_COLUMN, 2.4, 1, 2)
         ax = axes[0, 0]
         ax.axvline(0.0, **REF_LINE)
+        rates = s["log10_decay_rate_init"]
+        span = (rates.max() - rates.min()) if rates.notna().any() else 0.0
         for cell in cells:
             c = s[s["cell"] == cell]
             ok, bad = c[c["status"] == "ok"], c[c["status"] == "diverged"]
@@ -776,12 +795,26 @@ def init_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None = None) ->
                 ax.scatter(
                     bad["log10_decay_rate_init"], np.zeros(len(bad)), s=18, color=color, marker="x"
                 )
+            for (x, y), n in _stacked(ok, "log10_decay_rate_init", "final_eval_accuracy", span):
+                ax.annotate(
+                    f"\N{MULTIPLICATION SIGN}{n}",
+                    (x, y),
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                    color=color,
+                    fontsize="small",
+                )
+        chance = _baseline(s, "run_id", s.get("run_id", pd.Series()), "baseline_accuracy")
+        if np.isfinite(chance):
+            ax.axhline(chance, color="0.2", lw=0.8, ls="--")
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.set_xlabel(r"decay rate at init ($\log_{10}$/step)")
         ax.set_ylabel("final eval accuracy")
         ax.set_ylim(-0.03, 1.03)
         ax.set_title("one marker per run", loc="left")
         extra = []
+        if np.isfinite(chance):
+            extra.append(Line2D([], [], color="0.2", lw=0.8, ls="--", label="chance accuracy"))
         if (s["status"] == "diverged").any():
             extra.append(
                 Line2D([], [], color="0.3", marker="x", ls="", label="diverged (accuracy 0)")
@@ -795,7 +828,10 @@ def init_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None = None) ->
             ax2.set_ylabel(r"$\log_{10}\,\|\partial s_T / \partial s_t\|" + norm + "$")
         marker = {"marker": "o"} if jac is not None else {"marker": "o", "ls": ""}
         _cell_legend(fig, cells, extra, **marker)
-        _note(fig, _setting(fixed))
+        curves = ""
+        if jac is not None:
+            curves = f"right: batch median, q10\N{EN DASH}q90, mean over {_seeds_text(jac, key)}"
+        _note(fig, _join(_setting(fixed), curves))
     return fig
 
 

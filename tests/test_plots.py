@@ -421,6 +421,19 @@ def test_init_figure_one_marker_per_run(one):
             runs = one["summary"][one["summary"]["cell"] == c.get_label()]
             assert np.allclose(np.sort(c.get_offsets()[:, 1]), np.sort(runs["final_eval_accuracy"]))
     assert len(labelled_lines(decay_ax)) == len(CELLS)
+    dashed = [line for line in scatter_ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and np.allclose(dashed[0].get_ydata(), 0.0784)  # chance
+    assert not scatter_ax.texts  # no two runs on one spot
+
+
+def test_init_figure_says_how_many_runs_share_a_marker(one):
+    summary = one["summary"].copy()
+    gru = summary["cell"] == "gru"
+    summary.loc[gru, "final_eval_accuracy"] = [0.065, 0.066]  # as the two IRNNs: one spot
+    summary.loc[gru, "log10_decay_rate_init"] = [0.0, 0.0]
+    scatter_ax = panels(plots.init_figure(summary))[0]
+    assert [t.get_text() for t in scatter_ax.texts] == ["\N{MULTIPLICATION SIGN}2"]
+    assert scatter_ax.texts[0].xy == pytest.approx((0.0, 0.065))
 
 
 @pytest.mark.parametrize(
