@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from hydra.experimental.callback import Callback
@@ -30,9 +31,11 @@ from rnnexp.config import ConfigError, compose_checked, run_id
 
 def split_grid(overrides: list[str]) -> list[list[str]]:
     """The grid's points, each a list of plain overrides, as Hydra's BasicSweeper expands them
-    (later keys winning); an override it cannot parse is a ConfigError naming it."""
+    (later keys winning); an override it cannot parse is a ConfigError naming it. Call it
+    with Hydra initialised: a glob(...) sweep lists its config group's options."""
+    loader = GlobalHydra.instance().config_loader()
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
     except OverrideParseException as e:
         raise ConfigError(f"{e.override}: {e.message.splitlines()[0]}") from e
     return BasicSweeper.split_arguments(parsed, None)[0]

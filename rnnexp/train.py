@@ -432,11 +432,14 @@ def check_single_run(argv: list[str]) -> None:
     # of Hydra's own overrides: the search path, and its groups (a launcher's name, say)
     mine = ("hydra.searchpath", "hydra/")
     overrides = [a for a in argv if not a.startswith(("-", "hydra")) or a.startswith(mine)]
-    if multirun:
-        from rnnexp.sweep import split_grid  # the sweep's module imports this one
+    from rnnexp.sweep import split_grid  # the sweep's module imports this one
 
-        overrides = split_grid(overrides)[0]
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        if multirun:  # (inside: a glob(...) sweep lists the config group's options)
+            grid = split_grid(overrides)
+            if not grid:
+                raise ConfigError(f"the grid of {' '.join(overrides)} is empty: nothing to run")
+            overrides = grid[0]
         cfg = compose_checked("config", overrides)
     if not multirun:  # the sweep callback builds every point
         build(cfg)

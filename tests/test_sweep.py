@@ -167,6 +167,7 @@ def test_a_failing_run_does_not_sink_the_sweep(tmp_path):
             "hydra/launcher=nope",
             "error: In 'hydra/config': Could not find 'hydra/launcher/nope'; available: basic,",
         ),
+        ("cell=glob(nope*)", "error: the grid of seed=0,1 cell=glob(nope*) "),
     ],
 )
 def test_a_config_mistake_in_a_multirun_is_one_line_too(tmp_path, override, message):
@@ -176,6 +177,12 @@ def test_a_config_mistake_in_a_multirun_is_one_line_too(tmp_path, override, mess
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_a_glob_sweep_over_a_config_group(tmp_path):
+    """glob(...) needs Hydra's config loader, in the checks before the jobs too."""
+    ok(cli("-m", "cell=glob(rnn*)", *TINY, f"hydra.sweep.dir={tmp_path}"))
+    assert sorted(pd.read_parquet(tmp_path / "summary.parquet").cell) == ["rnn", "rnn_orth"]
 
 
 def test_a_bad_grid_value_fails_before_any_job(tmp_path):
