@@ -24,9 +24,10 @@ def aggregate(sweep_dir: str | Path, csv: bool = False) -> pd.DataFrame:
     finished run in the folder, whichever invocation of the sweep produced it."""
     sweep_dir = Path(sweep_dir)
     table = load_runs(sweep_dir)
-    if table.empty:  # no finished run (any more): no table, not a stale one
-        for name in ("summary.parquet", "summary.csv"):
-            (sweep_dir / name).unlink(missing_ok=True)
+    if table.empty:
+        if (sweep_dir / "multirun.yaml").exists():  # a sweep's root (Hydra's file): no stale
+            for name in ("summary.parquet", "summary.csv"):  # table of runs no longer there
+                (sweep_dir / name).unlink(missing_ok=True)
         return table
     table = table.drop(columns="run_dir").sort_values("run_id", ignore_index=True)
     write_table(table, sweep_dir / "summary.parquet")

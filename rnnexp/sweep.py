@@ -6,7 +6,8 @@ only adds what a sweep of hundreds of runs needs around them:
 - before any job starts, every grid point is composed and checked as a single run would be,
   so a bad value fails at once with the same one-line message, not after hours of jobs;
 - after the last job, the sweep's one table (`summary.parquet` at the sweep root, every run in
-  the folder), a report of this grid's runs, and a non-zero exit if one of them failed.
+  the folder), a report of this grid's runs, and a non-zero exit if one of them failed or
+  has no result (another process was training it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import OverrideParseException
+from hydra.errors import HydraException, OverrideParseException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -38,7 +39,18 @@ def split_grid(overrides: list[str]) -> list[list[str]]:
         parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
     except OverrideParseException as e:
         raise ConfigError(f"{e.override}: {e.message.splitlines()[0]}") from e
-    return BasicSweeper.split_arguments(parsed, None)[0]
+    try:
+        return BasicSweeper.split_arguments(parsed, None)[0]
+    except HydraException as e:  # a sweep the basic sweeper cannot expand: interval(...)
+        raise ConfigError(str(e).splitlines()[0]) from e
+
+
+def fixed_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that sweep nothing: what Hydra composes a multirun's config from before
+    any job, so that they combine with an experiment's `hydra.sweeper.params`."""
+    loader = GlobalHydra.instance().config_loader()
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
+    return [o.input_line for o in parsed if not o.is_sweep_override()]
 
 
 def grid_points(config: DictConfig) -> list[list[str]]:
@@ -97,5 +109,6 @@ class SweepCallback(Callback):
         )
         missing = len(self.grid - done)
         print(report(sweep_dir, ours, skipped=skipped, missing=missing, in_folder=len(table)))
-        if not ours.empty and (ours["status"] == "failed").any():  # this grid's runs only
+        # this grid's runs only: one failed, or has no result (another process holds it)
+        if missing or (not ours.empty and (ours["status"] == "failed").any()):
             sys.exit(1)

@@ -8,7 +8,8 @@ A trainer knows no task by name. It uses only the `Task` protocol:
                               returns readout(h_t) for states[1:][output_steps], (T_out, B, out)
     baseline_loss             the loss of the best input-blind predictor, the level a model
                               that remembers nothing sits at
-    baseline_accuracy         that predictor's expected accuracy: chance
+    baseline_accuracy         that predictor's expected accuracy, chance (optional: a task
+                              without it gets NaN, no dashed line)
     solved_accuracy           the eval accuracy at or above which the task counts as solved
     sample(batch_size, generator) -> (inputs, targets)
                               time-major float32 inputs (T, B, input_size) and targets
@@ -42,8 +43,7 @@ class Task(Protocol):
     seq_len: int
     output_steps: slice
     baseline_loss: float
-    baseline_accuracy: float
-    solved_accuracy: float
+    solved_accuracy: float  # and, optionally, baseline_accuracy: float
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]: ...
 
@@ -58,9 +58,9 @@ def check_task(task: Task) -> None:
     The batch goes through `loss` and `accuracy` with zero outputs of the scored steps' shape.
     Raises ValueError."""
     for name in ("baseline_loss", "baseline_accuracy", "solved_accuracy"):
-        if not hasattr(task, name):
-            raise ValueError(f"{name} is missing: the task protocol (rnnexp.tasks) needs it")
-        value = getattr(task, name)
+        if name == "baseline_accuracy" and not hasattr(task, name):  # optional
+            continue
+        value = getattr(task, name, None)
         try:
             float(value)
         except (TypeError, ValueError):
@@ -88,8 +88,8 @@ def check_task(task: Task) -> None:
         except Exception as e:  # the first line: torch's shape complaints run long
             first = str(e).splitlines()[0] if str(e) else ""
             raise ValueError(f"{name}{call} raised {type(e).__name__}: {first}") from e
-        if name == "loss" and not (isinstance(value, Tensor) and value.dim() == 0):
-            raise ValueError(f"loss{call} must return a scalar tensor, got {value!r}")
+        if name == "loss" and not (isinstance(value, Tensor) and value.numel() == 1):
+            raise ValueError(f"loss{call} must return a one-element tensor, got {value!r}")
 
 
 def _check_int(name: str, value: int, minimum: int) -> int:

@@ -244,7 +244,7 @@ def fit(cfg: DictConfig, task, model: SequenceModel, run_dir: Path, label: str) 
         "final_eval_accuracy": last["eval_accuracy"],
         "best_eval_accuracy": best_accuracy,
         "baseline_loss": float(task.baseline_loss),
-        "baseline_accuracy": float(task.baseline_accuracy),
+        "baseline_accuracy": float(getattr(task, "baseline_accuracy", math.nan)),  # optional
         "solved_step": solved_step,
         "n_params": model.n_params(),
     } | diag_numbers
@@ -418,11 +418,11 @@ def check_single_run(argv: list[str]) -> None:
     """Compose and build a single run as `app` will, before Hydra makes its folder and log.
 
     So that a bad key, type or value ends in one line, exit code 2 and no folder, as in a
-    sweep (whose grid the sweep callback checks). Of a multirun (-m) the first point of the
-    command line's grid is composed, so that a misspelt key or experiment fails the same way
-    rather than in Hydra's multi-line dump. Hydra's other flags (--cfg, --help, ...) are left
-    to Hydra; of its own overrides only the search path and its groups matter here. Whether
-    the machine has the device is checked in the run, after Hydra has applied
+    sweep (whose grid the sweep callback checks). Of a multirun (-m) the overrides that sweep
+    nothing are composed, as Hydra does first, so that a misspelt key or experiment fails the
+    same way rather than in Hydra's multi-line dump. Hydra's other flags (--cfg, --help, ...)
+    are left to Hydra; of its own overrides only the search path and its groups matter here.
+    Whether the machine has the device is checked in the run, after Hydra has applied
     hydra.job.env_set (CUDA_VISIBLE_DEVICES, say), which CUDA reads only once.
     """
     sweep_flags = ("-m", "--multirun", "hydra.mode=MULTIRUN")
@@ -432,14 +432,13 @@ def check_single_run(argv: list[str]) -> None:
     # of Hydra's own overrides: the search path, and its groups (a launcher's name, say)
     mine = ("hydra.searchpath", "hydra/")
     overrides = [a for a in argv if not a.startswith(("-", "hydra")) or a.startswith(mine)]
-    from rnnexp.sweep import split_grid  # the sweep's module imports this one
+    from rnnexp.sweep import fixed_overrides, split_grid  # that module imports this one
 
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         if multirun:  # (inside: a glob(...) sweep lists the config group's options)
-            grid = split_grid(overrides)
-            if not grid:
+            if not split_grid(overrides):
                 raise ConfigError(f"the grid of {' '.join(overrides)} is empty: nothing to run")
-            overrides = grid[0]
+            overrides = fixed_overrides(overrides)
         cfg = compose_checked("config", overrides)
     if not multirun:  # the sweep callback builds every point
         build(cfg)

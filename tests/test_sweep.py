@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, TESTS_CONF, TINY, cli, ok
 
+from rnnexp.aggregate import aggregate
 from rnnexp.results import load_runs, run_lock, write_table
 
 
@@ -98,15 +99,18 @@ def test_a_run_another_process_holds_is_skipped_not_repeated(tmp_path):
     args = ["-m", "cell=rnn,gru", *TINY, f"hydra.sweep.dir={tmp_path}", "rerun=true"]
     ok(cli(*args))
     held, free = sorted(tmp_path.glob("*/summary.parquet"))
-    before = held.stat().st_mtime_ns, free.stat().st_mtime_ns
+    before = free.stat().st_mtime_ns
     with run_lock(held.parent) as mine:
         assert mine
-        result = ok(cli(*args))
+        held.unlink()  # as the holder's own rerun does when it starts
+        result = cli(*args)
         with run_lock(held.parent) as again:  # flock: another open file, even in one process
             assert not again
     assert f"skipped: {held.parent} is being run by another process" in result.stdout
-    assert held.stat().st_mtime_ns == before[0]  # not touched
-    assert free.stat().st_mtime_ns > before[1]  # rerun
+    assert not held.exists()  # left to its holder
+    assert free.stat().st_mtime_ns > before  # rerun
+    assert result.returncode == 1  # the grid is not complete: a run has no result yet
+    assert "1 runs have no result" in result.stdout
     with run_lock(held.parent) as mine:  # released when its holder is done
         assert mine
 
@@ -168,6 +172,7 @@ def test_a_failing_run_does_not_sink_the_sweep(tmp_path):
             "error: In 'hydra/config': Could not find 'hydra/launcher/nope'; available: basic,",
         ),
         ("cell=glob(nope*)", "error: the grid of seed=0,1 cell=glob(nope*) "),
+        ("train.lr=interval(0.001,0.1)", "error: BasicSweeper does not support sweep type"),
     ],
 )
 def test_a_config_mistake_in_a_multirun_is_one_line_too(tmp_path, override, message):
@@ -177,6 +182,33 @@ def test_a_config_mistake_in_a_multirun_is_one_line_too(tmp_path, override, mess
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_an_experiments_grid_and_the_command_lines_combine(tmp_path):
+    """The -m pre-check composes only what sweeps nothing, as Hydra does: cell.nonlinearity
+    is a key of the experiment's swept cells, not of the default LSTM."""
+    experiment = tmp_path / "conf" / "experiment" / "rnns.yaml"
+    experiment.parent.mkdir(parents=True)
+    experiment.write_text(
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      cell: rnn,irnn\n"
+    )
+    search = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    sweep = tmp_path / "sweep"
+    args = ["-m", search, "experiment=rnns", "cell.nonlinearity=tanh,relu", *TINY]
+    ok(cli(*args, f"hydra.sweep.dir={sweep}"))
+    table = pd.read_parquet(sweep / "summary.parquet")
+    assert sorted(zip(table.cell, table.nonlinearity, strict=True)) == [
+        ("irnn", "relu"),
+        ("irnn", "tanh"),
+        ("rnn", "relu"),
+        ("rnn", "tanh"),
+    ]
+
+
+def test_aggregate_leaves_a_folder_that_is_no_sweep_alone(tmp_path):
+    write_table(pd.DataFrame({"run_id": ["a"]}), tmp_path / "summary.parquet")  # a copied table
+    assert aggregate(tmp_path).empty
+    assert (tmp_path / "summary.parquet").exists()
 
 
 def test_a_glob_sweep_over_a_config_group(tmp_path):
