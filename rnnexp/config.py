@@ -16,8 +16,10 @@ from typing import Any
 import torch
 import yaml
 from hydra import compose
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -147,12 +149,38 @@ def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         lines = [str(e).splitlines()[0]]
         if isinstance(e, OverrideParseException):  # which of the overrides Hydra could not parse
-            lines.insert(0, e.override)  # (as rnnexp.sweep.split_grid says it)
+            lines.insert(0, e.override)  # (as _parse_overrides says it)
         if e.__cause__ is not None:  # OmegaConf's reason: the key, the type
             lines.append(str(e.__cause__).splitlines()[0])
         if lines[0].startswith("Ambiguous value"):  # a list of values: a sweep, or a list
             lines.append("to sweep over it, add -m; for a list, key=[a,b]")
         raise ConfigError(": ".join(line.rstrip(".") for line in lines)) from e
+
+
+def _parse_overrides(overrides: list[str]) -> list:
+    """Hydra's parse of command-line overrides, with its config loader (a glob(...) sweep lists
+    its config group's options: call this with Hydra initialised); an override it cannot
+    parse is a ConfigError naming it."""
+    loader = GlobalHydra.instance().config_loader()
+    try:
+        return OverridesParser.create(config_loader=loader).parse_overrides(overrides)
+    except OverrideParseException as e:
+        raise ConfigError(f"{e.override}: {e.message.splitlines()[0]}") from e
+
+
+def split_grid(overrides: list[str]) -> list[list[str]]:
+    """The grid's points, each a list of plain overrides, as Hydra's BasicSweeper expands them
+    (later keys winning)."""
+    try:
+        return BasicSweeper.split_arguments(_parse_overrides(overrides), None)[0]
+    except HydraException as e:  # a sweep the basic sweeper cannot expand: interval(...)
+        raise ConfigError(str(e).splitlines()[0]) from e
+
+
+def fixed_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that sweep nothing: what Hydra composes a multirun's config from before
+    any job, so that they combine with an experiment's `hydra.sweeper.params`."""
+    return [o.input_line for o in _parse_overrides(overrides) if not o.is_sweep_override()]
 
 
 def check_values(cfg: DictConfig) -> None:

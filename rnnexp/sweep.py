@@ -18,39 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, OverrideParseException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.aggregate import aggregate, report
-from rnnexp.config import ConfigError, compose_checked, run_id
-
-
-def split_grid(overrides: list[str]) -> list[list[str]]:
-    """The grid's points, each a list of plain overrides, as Hydra's BasicSweeper expands them
-    (later keys winning); an override it cannot parse is a ConfigError naming it. Call it
-    with Hydra initialised: a glob(...) sweep lists its config group's options."""
-    loader = GlobalHydra.instance().config_loader()
-    try:
-        parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
-    except OverrideParseException as e:
-        raise ConfigError(f"{e.override}: {e.message.splitlines()[0]}") from e
-    try:
-        return BasicSweeper.split_arguments(parsed, None)[0]
-    except HydraException as e:  # a sweep the basic sweeper cannot expand: interval(...)
-        raise ConfigError(str(e).splitlines()[0]) from e
-
-
-def fixed_overrides(overrides: list[str]) -> list[str]:
-    """The overrides that sweep nothing: what Hydra composes a multirun's config from before
-    any job, so that they combine with an experiment's `hydra.sweeper.params`."""
-    loader = GlobalHydra.instance().config_loader()
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
-    return [o.input_line for o in parsed if not o.is_sweep_override()]
+from rnnexp.config import ConfigError, compose_checked, run_id, split_grid
 
 
 def grid_points(config: DictConfig) -> list[list[str]]:

@@ -40,10 +40,12 @@ from rnnexp.config import (
     check_device_available,
     check_values,
     compose_checked,
+    fixed_overrides,
     register_configs,
     register_resolvers,
     require,
     run_id,
+    split_grid,
 )
 from rnnexp.model import SequenceModel
 from rnnexp.results import (
@@ -432,8 +434,6 @@ def check_single_run(argv: list[str]) -> None:
     # of Hydra's own overrides: the search path, and its groups (a launcher's name, say)
     mine = ("hydra.searchpath", "hydra/")
     overrides = [a for a in argv if not a.startswith(("-", "hydra")) or a.startswith(mine)]
-    from rnnexp.sweep import fixed_overrides, split_grid  # that module imports this one
-
     with hydra.initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
         if multirun:  # (inside: a glob(...) sweep lists the config group's options)
             if not split_grid(overrides):
