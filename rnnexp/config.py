@@ -171,10 +171,13 @@ def _parse_overrides(overrides: list[str]) -> list:
 def split_grid(overrides: list[str]) -> list[list[str]]:
     """The grid's points, each a list of plain overrides, as Hydra's BasicSweeper expands them
     (later keys winning)."""
+    parsed = _parse_overrides(overrides)
     try:
-        return BasicSweeper.split_arguments(_parse_overrides(overrides), None)[0]
+        return BasicSweeper.split_arguments(parsed, None)[0]
     except HydraException as e:  # a sweep the basic sweeper cannot expand: interval(...)
-        raise ConfigError(str(e).splitlines()[0]) from e
+        sweeps = " ".join(o.input_line for o in parsed if o.is_sweep_override())
+        allowed = "lists a,b, range(), choice(), glob()"
+        raise ConfigError(f"{sweeps}: {str(e).splitlines()[0]}; it expands {allowed}") from e
 
 
 def fixed_overrides(overrides: list[str]) -> list[str]:

@@ -172,7 +172,11 @@ def test_a_failing_run_does_not_sink_the_sweep(tmp_path):
             "error: In 'hydra/config': Could not find 'hydra/launcher/nope'; available: basic,",
         ),
         ("cell=glob(nope*)", "error: the grid of seed=0,1 cell=glob(nope*) "),
-        ("train.lr=interval(0.001,0.1)", "error: BasicSweeper does not support sweep type"),
+        (
+            "train.lr=interval(0.001,0.1)",
+            "error: seed=0,1 train.lr=interval(0.001,0.1): BasicSweeper does not support sweep "
+            "type : INTERVAL_SWEEP; it expands lists a,b, range(), choice(), glob()",
+        ),
     ],
 )
 def test_a_config_mistake_in_a_multirun_is_one_line_too(tmp_path, override, message):
