@@ -21,9 +21,10 @@ Sections (`--only` picks some):
 
 The in-process sections run under `retain_freed_memory()`, as a training run does, for ours
 and torch's alike. Results go to results/bench/<section>.csv, and a Markdown table to stdout.
-`--quick` runs one round, the whole-command sections with short runs (50 steps; diagnostics
-200), and writes to results/bench/quick/: a smoke check of the suite, its ratios only
-indicative.
+`--quick` (about 1.5 minutes) runs one round, the whole-command sections with short runs (20
+steps, a 4-run sweep) and the brute force at 2 lags, and writes to results/bench/quick/: a
+smoke check of the suite, its ratios only indicative. Its eight whole commands are mostly
+start-up, about 5 s each (importing torch, and torch._dynamo, which torch.optim imports).
 """
 
 from __future__ import annotations
@@ -143,10 +144,14 @@ def bench_train(rounds: int, sizes: list[int]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def brute_force_norms(cell, inputs: torch.Tensor, t_values: list[int]) -> dict[int, torch.Tensor]:
-    """||ds_T/ds_t||_2 by autograd, one t at a time: what one writes without rnnexp."""
-    with torch.no_grad():
-        states = cell.scan(inputs)
+@torch.no_grad()  # jacrev still differentiates, without a graph back to the parameters
+def brute_force_norms(
+    cell, inputs: torch.Tensor, t_values, ord: int | str = 2
+) -> dict[int, torch.Tensor]:
+    """||ds_T/ds_t|| (B,) for each t in t_values by autograd, one t at a time: jacrev of
+    s_t -> s_T over the remaining steps, what one writes without rnnexp. The tests hold
+    state_jacobian_norms to it, so the benchmark's baseline computes what the snapshot does."""
+    states = cell.scan(inputs)
 
     def run(s, xs):
         for x in xs:
@@ -154,10 +159,7 @@ def brute_force_norms(cell, inputs: torch.Tensor, t_values: list[int]) -> dict[i
         return s
 
     jacobian = torch.func.vmap(torch.func.jacrev(run), in_dims=(0, 1))
-    with torch.no_grad():  # jacrev still differentiates, without a graph to the parameters
-        return {
-            t: torch.linalg.matrix_norm(jacobian(states[t], inputs[t:]), ord=2) for t in t_values
-        }
+    return {t: torch.linalg.matrix_norm(jacobian(states[t], inputs[t:]), ord=ord) for t in t_values}
 
 
 def bench_jacobian(rounds: int, stride: int) -> pd.DataFrame:
@@ -234,13 +236,15 @@ def commands_seconds(commands: dict[str, list[str]], rounds: int) -> list[float]
     return list(alternate(runs, rounds, warmup=False).values())
 
 
-def bench_sweep(rounds: int, steps: int = 400) -> pd.DataFrame:
-    """8 runs of 5-10 s: joblib with 2 jobs (1 torch thread each) against the basic launcher
-    running them one after the other with torch's default threads, and with 1 thread (pure
-    process parallelism). Every round starts fresh (rerun=true), start-up costs included."""
+def bench_sweep(rounds: int, steps: int = 400, cells: str = "rnn,gru,lstm,irnn") -> pd.DataFrame:
+    """Two seeds of each cell (8 runs of 5-10 s by default): joblib with 2 jobs (1 torch
+    thread each) against the basic launcher running them one after the other with torch's
+    default threads, and with 1 thread (pure process parallelism). Every round starts fresh
+    (rerun=true), start-up costs included."""
+    runs = 2 * len(cells.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         base = train_command(
-            "cell=rnn,gru,lstm,irnn",
+            f"cell={cells}",
             "seed=0,1",
             "cell.hidden_size=64",
             "task.seq_len=50",
@@ -261,7 +265,7 @@ def bench_sweep(rounds: int, steps: int = 400) -> pd.DataFrame:
         }
         joblib_s, sequential_s, single_s = commands_seconds(commands, rounds)
     row = {
-        "runs": 8,
+        "runs": runs,
         "steps": steps,
         "joblib_2_jobs_s": joblib_s,
         "sequential_s": sequential_s,
@@ -387,10 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         runs = {
             "train": lambda: bench_train(5, [32, 128]),
-            "jacobian": lambda: bench_jacobian(1, 40),
-            "sweep": lambda: bench_sweep(1, steps=50),
-            "cli": lambda: bench_cli(1, steps=50),
-            "diagnostics": lambda: bench_diagnostics(1, steps=200),
+            "jacobian": lambda: bench_jacobian(1, 100),
+            "sweep": lambda: bench_sweep(1, steps=20, cells="rnn,lstm"),
+            "cli": lambda: bench_cli(1, steps=20),
+            "diagnostics": lambda: bench_diagnostics(1, steps=20),
         }
     else:
         runs = {

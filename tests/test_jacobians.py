@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import rnnexp.jacobians as jacobians
+from rnnexp.bench import brute_force_norms
 from rnnexp.cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
 from rnnexp.jacobians import (
     gradient_norms,
@@ -50,19 +51,11 @@ def _linear_cell(weight_hh, input_size=2):
     return cell
 
 
-@torch.no_grad()  # jacrev still differentiates, but keeps no graph back to the parameters
 def _brute_force_norms(cell, inputs, ord):
-    """||ds_T/ds_t|| by autograd: jacrev of s_t -> s_T over the remaining steps, each t alone."""
-    states = cell.scan(inputs).detach()
+    """(T+1, B): the benchmark's brute force (jacrev of s_t -> s_T, each t alone), then the
+    identity's norm."""
     T, B = inputs.shape[:2]
-
-    def run(s, xs):
-        for x in xs:
-            s = cell.step(x, s)
-        return s
-
-    jac = torch.func.vmap(torch.func.jacrev(run), in_dims=(0, 1))
-    rows = [torch.linalg.matrix_norm(jac(states[t], inputs[t:]), ord=ord) for t in range(T)]
+    rows = brute_force_norms(cell, inputs, range(T), ord).values()
     eye = torch.eye(cell.state_size).expand(B, -1, -1)
     return torch.stack([*rows, torch.linalg.matrix_norm(eye, ord=ord)])
 
