@@ -11,7 +11,8 @@ overhead. These Functions compute exactly the same states with far fewer ops per
   cell's analytic one-step Jacobian in factored form (`*_jacobian_factors` in rnnexp.cells).
   The factors come from the stored gates for all steps at once, in a few large ops; per step
   there remain a few elementwise ops and one matmul by W_hh;
-- the weight gradients are sums over steps, so each is one matmul after the loop.
+- the weight gradients are sums over steps, so each is one matmul after the loop (the LSTM's
+  three are one).
 
 Per-step views are made before the loops (`_per_step`): slicing a tensor costs microseconds,
 as much as the small ops themselves. Every Function returns the flat states s_0 ... s_T,
@@ -73,6 +74,24 @@ def _input_side(grad_pre: Tensor, inputs: Tensor, w_ih: Tensor, ctx) -> tuple:
 
 def _bias_grad(bias: Tensor | None, grad_pre: Tensor) -> Tensor | None:
     return None if bias is None else grad_pre.sum((0, 1))
+
+
+def _weight_grads(grad_pre: Tensor, h_prev: Tensor, inputs: Tensor, bias: Tensor | None) -> tuple:
+    """(dL/dW_hh, dL/dW_ih, dL/db or None) from dL/d(pre-activations) shared by both sides.
+
+    One matmul over [h_{t-1}, x_t, 1] instead of three passes over grad_pre: alone, the product
+    with x (a few columns) runs at a few GFLOP/s (MKL), and the LSTM's h_{t-1}, a strided slice
+    of its states, would be copied for its own product anyway. 1-3.5% of an LSTM step.
+    """
+    T, B, m = h_prev.shape
+    n = inputs.shape[-1]
+    rhs = inputs.new_empty(T, B, m + n + (bias is not None))
+    rhs[..., :m] = h_prev
+    rhs[..., m : m + n] = inputs
+    if bias is not None:
+        rhs[..., -1] = 1
+    grads = _sum_over_steps(grad_pre, rhs)  # (rows, m + n [+ 1])
+    return grads[:, :m], grads[:, m : m + n], None if bias is None else grads[:, -1]
 
 
 class RNNScan(torch.autograd.Function):
@@ -203,20 +222,23 @@ class LSTMScan(torch.autograd.Function):
         gates = _project(inputs, w_ih * double_g, bias)  # pre-activations, then i, f, g, o
         states = inputs.new_empty(T + 1, B, 2 * m)
         states[0] = s0
-        # c in a buffer of its own: torch's CPU tanh is 2-3x slower on a strided slice
-        cells, tanh_c = inputs.new_empty(T + 1, B, m), inputs.new_empty(T, B, m)
-        cells[0] = s0[:, m:]
+        # The cell state is kept as -2c, in a buffer of its own (torch's CPU sigmoid and tanh
+        # are 2-3x slower on a strided slice): then tanh(c') = 1 - 2 sigmoid(-2c'), a sigmoid
+        # where tanh would cost about two, and h' = o tanh(c') = o - 2 o sigmoid(-2c') is one op
+        neg2c, sig = inputs.new_empty(T + 1, B, m), inputs.new_empty(T, B, m)
+        torch.mul(s0[:, m:], -2, out=neg2c[0])
         a, (i, f, g, o) = _per_step(gates), (_per_step(gates, j * m, (j + 1) * m) for j in range(4))
-        h, c, tc = _per_step(states, 0, m), _per_step(cells), _per_step(tanh_c)
+        h, c, sc = _per_step(states, 0, m), _per_step(neg2c), _per_step(sig)
         w_hh_t = (w_hh * double_g).t()
         for t in range(T):
             a[t].addmm_(h[t], w_hh_t).sigmoid_()  # g holds sigmoid(2 a_g) = (1 + tanh(a_g)) / 2
-            # c' = f c + i tanh(a_g) = f c - i + 2 i g, three ops and no per-step g transform
-            torch.mul(f[t], c[t], out=c[t + 1]).sub_(i[t]).addcmul_(i[t], g[t], value=2)
-            torch.tanh(c[t + 1], out=tc[t])
-            torch.mul(o[t], tc[t], out=h[t + 1])
+            # -2c' = f (-2c) - 2 i tanh(a_g) = f (-2c) + 2 i - 4 i g: no per-step g transform
+            torch.mul(f[t], c[t], out=c[t + 1]).add_(i[t], alpha=2).addcmul_(i[t], g[t], value=-4)
+            torch.sigmoid(c[t + 1], out=sc[t])
+            torch.addcmul(o[t], o[t], sc[t], value=-2, out=h[t + 1])
         gates[..., 2 * m : 3 * m].mul_(2).sub_(1)  # now tanh(a_g), for backward
-        states[1:, :, m:] = cells[1:]
+        tanh_c = sig.mul_(-2).add_(1)  # tanh(c'), for backward
+        torch.mul(neg2c[1:], -0.5, out=states[1:, :, m:])  # exact: a power of 2
         ctx.save_for_backward(inputs, w_ih, w_hh, states, gates, tanh_c, b_ih)
         return states
 
@@ -246,7 +268,6 @@ class LSTMScan(torch.autograd.Function):
                 if direct[t]:
                     grad_h += SH[t]
                     grad_c += SC[t]
-        grad_inputs, grad_w_ih = _input_side(grad_pre, inputs, w_ih, ctx)
-        grad_w_hh = _sum_over_steps(grad_pre, states[:-1, :, :m])
-        grad_b = _bias_grad(b_ih, grad_pre)
+        grad_inputs = grad_pre @ w_ih if ctx.needs_input_grad[0] else None
+        grad_w_hh, grad_w_ih, grad_b = _weight_grads(grad_pre, states[:-1, :, :m], inputs, b_ih)
         return grad_inputs, torch.cat([grad_h, grad_c], -1), grad_w_ih, grad_w_hh, grad_b, grad_b
