@@ -21,8 +21,9 @@ Sections (`--only` picks some):
 
 The in-process sections run under `retain_freed_memory()`, as a training run does, for ours
 and torch's alike. Results go to results/bench/<section>.csv, and a Markdown table to stdout.
-`--quick` (about 1.5 minutes) runs one round, the whole-command sections with short runs (20
-steps, a 4-run sweep) and the brute force at 2 lags, and writes to results/bench/quick/: a
+`--quick` (about a minute) runs the training section at m = 32 and 128 for 3 rounds, the brute
+force at 2 lags, and one round of the whole-command sections with short runs (20 steps, a
+2-run sweep, the CLI run with 2 snapshots instead of 6), and writes to results/bench/quick/: a
 smoke check of the suite, its ratios only indicative. Its eight whole commands are mostly
 start-up, about 5 s each (importing torch, and torch._dynamo, which torch.optim imports).
 """
@@ -299,9 +300,10 @@ print(loss.item())
 """
 
 
-def bench_cli(rounds: int, steps: int = 300) -> pd.DataFrame:
+def bench_cli(rounds: int, steps: int = 300, snapshots: int | None = None) -> pd.DataFrame:
     """The whole command, start-up and default diagnostics included, and without diagnostics
-    (what they cost), against the minimal torch.nn.LSTM script."""
+    (what they cost), against the minimal torch.nn.LSTM script. `snapshots`: other than the
+    default number of diagnostics snapshots (--quick: of a few steps, six would be most of it)."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "minimal.py"
         script.write_text(MINIMAL_SCRIPT.format(steps=steps))
@@ -313,6 +315,7 @@ def bench_cli(rounds: int, steps: int = 300) -> pd.DataFrame:
             f"train.steps={steps}",
             "train.batch_size=64",
             f"hydra.run.dir={tmp}/run",
+            *([] if snapshots is None else [f"diagnostics.snapshots={snapshots}"]),
         )
         commands = {
             "cli": cli,
@@ -390,10 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# rnnexp benchmark ({machine()})")
     if args.quick:
         runs = {
-            "train": lambda: bench_train(5, [32, 128]),
+            "train": lambda: bench_train(3, [32, 128]),
             "jacobian": lambda: bench_jacobian(1, 100),
-            "sweep": lambda: bench_sweep(1, steps=20, cells="rnn,lstm"),
-            "cli": lambda: bench_cli(1, steps=20),
+            "sweep": lambda: bench_sweep(1, steps=20, cells="lstm"),
+            "cli": lambda: bench_cli(1, steps=20, snapshots=2),
             "diagnostics": lambda: bench_diagnostics(1, steps=20),
         }
     else:
