@@ -23,10 +23,10 @@ $(STAMP): pyproject.toml requirements.txt
 setup: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -n auto -m "not slow" -q
 
 test-full: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -n auto -q
 
 reproduce: $(STAMP)
 	$(BIN)/python scripts/reproduce.py
