@@ -302,8 +302,9 @@ print(loss.item())
 
 def bench_cli(rounds: int, steps: int = 300, snapshots: int | None = None) -> pd.DataFrame:
     """The whole command, start-up and default diagnostics included, and without diagnostics
-    (what they cost), against the minimal torch.nn.LSTM script. `snapshots`: other than the
-    default number of diagnostics snapshots (--quick: of a few steps, six would be most of it)."""
+    (what they cost), against the minimal torch.nn.LSTM script. `snapshots`, if given,
+    replaces the default number of diagnostics snapshots: --quick's 20 steps would otherwise
+    be mostly six snapshots."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "minimal.py"
         script.write_text(MINIMAL_SCRIPT.format(steps=steps))
