@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -147,7 +147,7 @@ def bench_train(rounds: int, sizes: list[int]) -> pd.DataFrame:
 
 @torch.no_grad()  # jacrev still differentiates, without a graph back to the parameters
 def brute_force_norms(
-    cell, inputs: torch.Tensor, t_values, ord: int | str = 2
+    cell, inputs: torch.Tensor, t_values: Iterable[int], ord: int | str = 2
 ) -> dict[int, torch.Tensor]:
     """||ds_T/ds_t|| (B,) for each t in t_values by autograd, one t at a time: jacrev of
     s_t -> s_T over the remaining steps, what one writes without rnnexp. The tests hold

@@ -66,10 +66,14 @@ def _sum_over_steps(grad: Tensor, x: Tensor) -> Tensor:
     return (x.reshape(-1, x.shape[-1]).t() @ grad.reshape(-1, grad.shape[-1])).t()
 
 
+def _input_grad(grad_pre: Tensor, w_ih: Tensor, ctx) -> Tensor | None:
+    """dL/dinputs from dL/d(the input projection), (T, B, rows); None if not asked for."""
+    return grad_pre @ w_ih if ctx.needs_input_grad[0] else None
+
+
 def _input_side(grad_pre: Tensor, inputs: Tensor, w_ih: Tensor, ctx) -> tuple:
     """(dL/dinputs or None, dL/dW_ih) from dL/d(the input projection), (T, B, rows)."""
-    grad_inputs = grad_pre @ w_ih if ctx.needs_input_grad[0] else None
-    return grad_inputs, _sum_over_steps(grad_pre, inputs)
+    return _input_grad(grad_pre, w_ih, ctx), _sum_over_steps(grad_pre, inputs)
 
 
 def _bias_grad(bias: Tensor | None, grad_pre: Tensor) -> Tensor | None:
@@ -268,6 +272,6 @@ class LSTMScan(torch.autograd.Function):
                 if direct[t]:
                     grad_h += SH[t]
                     grad_c += SC[t]
-        grad_inputs = grad_pre @ w_ih if ctx.needs_input_grad[0] else None
+        grad_inputs = _input_grad(grad_pre, w_ih, ctx)
         grad_w_hh, grad_w_ih, grad_b = _weight_grads(grad_pre, states[:-1, :, :m], inputs, b_ih)
         return grad_inputs, torch.cat([grad_h, grad_c], -1), grad_w_ih, grad_w_hh, grad_b, grad_b
