@@ -61,10 +61,12 @@ def report(
     counts = table["status"].value_counts() if not table.empty else pd.Series(dtype=int)
     parts = [f"{counts.get(s, 0)} {s}" for s in STATUSES]
     done = "" if skipped is None else f" ({skipped} of them skipped as already done)"
-    lines = [f"sweep {sweep_dir}: {len(table)} runs: " + ", ".join(parts) + done]
+    runs = f"{len(table)} run" + ("" if len(table) == 1 else "s")
+    lines = [f"sweep {sweep_dir}: {runs}: " + ", ".join(parts) + done]
     if missing:
         lines.append(
-            f"{missing} runs have no result (unfinished: a job process died, or was killed, or "
+            f"{missing} {'run has' if missing == 1 else 'runs have'} no result (unfinished: a job "
+            "process died, or was killed, or "
             "still runs): run the same command again to resume; finished runs are skipped."
         )
     failed = table[table["status"] == "failed"] if not table.empty else table

@@ -506,7 +506,8 @@ def success_heatmap_figure(summary: pd.DataFrame, value: str = "accuracy") -> Fi
     lengths = sorted(s["seq_len"].unique().tolist())
     sizes = sorted(s["hidden_size"].unique().tolist())
     nrows, ncols = _grid(len(cells))
-    width = min(DOUBLE_COLUMN, 0.9 + ncols * (0.42 * len(lengths) + 0.35))
+    # at least 3 squares wide: a one-length panel is otherwise narrower than its x label
+    width = min(DOUBLE_COLUMN, 0.9 + ncols * (0.42 * max(len(lengths), 3) + 0.35))
     height = 0.45 + nrows * (0.3 * len(sizes) + 0.55)
     label = "final eval accuracy" if value == "accuracy" else "fraction of runs solved"
     with style():

@@ -477,7 +477,8 @@ def load_script(name: str):
 
 SCRIPTS = {
     "plot_vanishing": ([], "vanishing"),
-    "plot_learning_curves": (["--seq-len", "10"], "learning_curves"),
+    # named by the task, so that a folder's adding and copy figures do not overwrite each other
+    "plot_learning_curves": (["--seq-len", "10", "--task", "adding"], "learning_curves_adding"),
     "plot_success_heatmap": (["--value", "solved"], "success_solved"),
     "plot_gradient_flow": (["--hidden-size", "8", "--cell", "rnn", "lstm"], "gradient_flow"),
     "plot_init": (["--seed", "0", "1", "--name", "init_variants"], "init_variants"),

@@ -91,7 +91,7 @@ def test_an_interrupted_rerun_is_unfinished_not_the_old_run(tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not summary.exists() and (summary.parent / "config.yaml").exists()
-    assert "1 runs: 1 ok" in cli(*args).stdout  # the resume trains it again
+    assert "1 run: 1 ok" in cli(*args).stdout  # the resume trains it again
 
 
 def test_a_run_another_process_holds_is_skipped_not_repeated(tmp_path):
@@ -110,7 +110,7 @@ def test_a_run_another_process_holds_is_skipped_not_repeated(tmp_path):
     assert not held.exists()  # left to its holder
     assert free.stat().st_mtime_ns > before  # rerun
     assert result.returncode == 1  # the grid is not complete: a run has no result yet
-    assert "1 runs have no result" in result.stdout
+    assert "1 run has no result" in result.stdout
     with run_lock(held.parent) as mine:  # released when its holder is done
         assert mine
 
@@ -244,8 +244,8 @@ def test_aggregate_command_rebuilds_the_table(tmp_path):
     # a run killed before its summary: its folder holds config.yaml (written first) only
     (tmp_path / loaded.run_id[0] / "summary.parquet").unlink()
     result = cli(str(tmp_path), module="rnnexp.aggregate")
-    assert "sweep" in result.stdout and "1 runs: 1 ok" in result.stdout
-    assert "1 runs have no result (unfinished" in result.stdout
+    assert "sweep" in result.stdout and "1 run: 1 ok" in result.stdout
+    assert "1 run has no result (unfinished" in result.stdout
     (tmp_path / loaded.run_id[1] / "summary.parquet").unlink()  # no run finished: no table
     result = cli(str(tmp_path), module="rnnexp.aggregate")
     assert "0 runs" in result.stdout and "no run has finished: no table written" in result.stdout
