@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 import os
 import runpy
@@ -355,6 +356,16 @@ def test_heatmap_writes_mean_accuracies(tables):
         (image,) = ax.get_images()
         assert image.get_clim() == (0, 1)
     assert len(fig.axes) == 4  # three panels, one colorbar
+
+
+def test_heatmap_of_one_length_keeps_its_x_labels_apart(tables):
+    """A one-length panel is one square wide: narrower than its x label, once."""
+    summary = tables["summary"][tables["summary"]["seq_len"] == SEQ_LENS[0]]
+    fig = plots.success_heatmap_figure(summary)
+    fig.draw_without_rendering()  # lays the figure out, as saving it does
+    boxes = [ax.xaxis.label.get_window_extent() for ax in panels(fig)]
+    assert len(boxes) == 3
+    assert all(left.x1 < right.x0 for left, right in itertools.pairwise(boxes))
 
 
 def test_heatmap_diverged_counts_as_zero_and_solved_fraction(tables):
