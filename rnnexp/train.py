@@ -453,7 +453,17 @@ def main() -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback through Hydra and joblib
+        sweep = any(a in ("-m", "--multirun", "hydra.mode=MULTIRUN") for a in sys.argv[1:])
+        what = (
+            "finished runs are kept; run the same command again to resume"
+            if sweep
+            else "the run has no summary (unfinished); its folder keeps the metrics so far"
+        )
+        print(f"interrupted: {what}", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,56 @@ GRID = ["cell=rnn,gru", "task.seq_len=4,5,6"]  # six tiny runs
 BASE = [a for a in TINY if not a.startswith("task.seq_len")]  # the grid sets it
 
 
+def _interrupt_when(args: list[str], started) -> subprocess.CompletedProcess:
+    """Run the command, Ctrl-C its process group (SIGINT, as a terminal does) once
+    `started()`, and return what it printed."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rnnexp.train", *args],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # a shell's background jobs ignore SIGINT, and a child inherits that: undo it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while not started():
+        assert process.poll() is None, "the command ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_ctrl_c_ends_a_sweep_with_one_line_and_it_resumes(tmp_path, launcher):
+    args = ["-m", *GRID, *BASE, f"hydra.sweep.dir={tmp_path}", f"hydra/launcher={launcher}"]
+    result = _interrupt_when(args, lambda: any(tmp_path.glob("*/summary.parquet")))
+    assert result.returncode == 130
+    assert "Traceback" not in result.stderr
+    expected = "interrupted: finished runs are kept; run the same command again to resume"
+    assert expected in result.stderr.splitlines()  # (joblib's resource tracker may add a warning)
+    done = len(list(tmp_path.glob("*/summary.parquet")))
+    resumed = ok(cli(*args))
+    assert f"6 runs: 6 ok, 0 diverged, 0 failed ({done} of them skipped" in resumed.stdout
+
+
+def test_ctrl_c_ends_a_single_run_with_one_line_and_no_summary(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TINY, "train.steps=100000", "diagnostics.enabled=false", f"hydra.run.dir={run_dir}"]
+    result = _interrupt_when(args, lambda: (run_dir / "metrics.parquet").exists())
+    assert result.returncode == 130
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "interrupted: the run has no summary (unfinished); its folder keeps the metrics so far"
+    ]
+    assert not (run_dir / "summary.parquet").exists()
+    assert pd.read_parquet(run_dir / "metrics.parquet")["step"].iloc[0] == 0
+
+
 def test_resume_after_sigkill_equals_an_uninterrupted_sweep(tmp_path):
     reference = tmp_path / "reference"
     ok(cli("-m", *GRID, *BASE, f"hydra.sweep.dir={reference}"))
