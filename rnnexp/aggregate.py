@@ -65,9 +65,9 @@ def report(
     lines = [f"sweep {sweep_dir}: {runs}: " + ", ".join(parts) + done]
     if missing:
         lines.append(
-            f"{missing} {'run has' if missing == 1 else 'runs have'} no result (unfinished: a job "
-            "process died, or was killed, or "
-            "still runs): run the same command again to resume; finished runs are skipped."
+            f"{missing} {'run has' if missing == 1 else 'runs have'} no result (unfinished: a "
+            "job process died, or was killed, or still runs): run the same command again to "
+            "resume; finished runs are skipped."
         )
     failed = table[table["status"] == "failed"] if not table.empty else table
     for _, row in failed.head(10).iterrows():

@@ -416,6 +416,9 @@ def missing_launcher(argv: list[str]) -> str | None:
     return None
 
 
+SWEEP_FLAGS = ("-m", "--multirun", "hydra.mode=MULTIRUN")  # what makes a command a sweep
+
+
 def check_single_run(argv: list[str]) -> None:
     """Compose and build a single run as `app` will, before Hydra makes its folder and log.
 
@@ -427,9 +430,8 @@ def check_single_run(argv: list[str]) -> None:
     Whether the machine has the device is checked in the run, after Hydra has applied
     hydra.job.env_set (CUDA_VISIBLE_DEVICES, say), which CUDA reads only once.
     """
-    sweep_flags = ("-m", "--multirun", "hydra.mode=MULTIRUN")
-    multirun = any(a in sweep_flags for a in argv)
-    if any(a.startswith(("-", "hydra.mode")) for a in argv if a not in sweep_flags):
+    multirun = any(a in SWEEP_FLAGS for a in argv)
+    if any(a.startswith(("-", "hydra.mode")) for a in argv if a not in SWEEP_FLAGS):
         return
     # of Hydra's own overrides: the search path, and its groups (a launcher's name, say)
     mine = ("hydra.searchpath", "hydra/")
@@ -456,10 +458,9 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback through Hydra and joblib
-        sweep = any(a in ("-m", "--multirun", "hydra.mode=MULTIRUN") for a in sys.argv[1:])
         what = (
             "finished runs are kept; run the same command again to resume"
-            if sweep
+            if any(a in SWEEP_FLAGS for a in sys.argv[1:])
             else "the run has no summary (unfinished); its folder keeps the metrics so far"
         )
         print(f"interrupted: {what}", file=sys.stderr)

@@ -9,7 +9,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import REPO, TESTS_CONF, TINY, cli, ok
+from conftest import REPO, TESTS_CONF, TINY, cli, ok, user_env
 
 from rnnexp.aggregate import aggregate
 from rnnexp.results import load_runs, run_lock, write_table
@@ -24,13 +24,13 @@ GRID = ["cell=rnn,gru", "task.seq_len=4,5,6"]  # six tiny runs
 BASE = [a for a in TINY if not a.startswith("task.seq_len")]  # the grid sets it
 
 
-def _interrupt_when(args: list[str], started) -> subprocess.CompletedProcess:
-    """Run the command, Ctrl-C its process group (SIGINT, as a terminal does) once
-    `started()`, and return what it printed."""
+def _signal_when(args: list[str], started, sig=signal.SIGINT) -> subprocess.CompletedProcess:
+    """Run the command in its own process group, send the whole group `sig` once `started()`
+    (SIGINT: Ctrl-C, as a terminal sends it), and return what it printed."""
     process = subprocess.Popen(
         [sys.executable, "-m", "rnnexp.train", *args],
         cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env=user_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -43,7 +43,7 @@ def _interrupt_when(args: list[str], started) -> subprocess.CompletedProcess:
         assert process.poll() is None, "the command ended before it could be interrupted"
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGINT)
+    os.killpg(process.pid, sig)
     out, err = process.communicate(timeout=120)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
@@ -60,7 +60,7 @@ def test_ctrl_c_ends_a_sweep_with_one_line_and_keeps_its_finished_runs(tmp_path)
         metrics = list(tmp_path.glob("*/metrics.parquet"))
         return any(tmp_path.glob("*/summary.parquet")) and len(metrics) == 2
 
-    result = _interrupt_when(args, one_done_one_training)
+    result = _signal_when(args, one_done_one_training)
     assert result.returncode == 130
     assert "Traceback" not in result.stderr
     expected = "interrupted: finished runs are kept; run the same command again to resume"
@@ -72,7 +72,7 @@ def test_ctrl_c_ends_a_sweep_with_one_line_and_keeps_its_finished_runs(tmp_path)
 def test_ctrl_c_ends_a_single_run_with_one_line_and_no_summary(tmp_path):
     run_dir = tmp_path / "run"
     args = [*TINY, "train.steps=100000", "diagnostics.enabled=false", f"hydra.run.dir={run_dir}"]
-    result = _interrupt_when(args, lambda: (run_dir / "metrics.parquet").exists())
+    result = _signal_when(args, lambda: (run_dir / "metrics.parquet").exists())
     assert result.returncode == 130
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
@@ -88,22 +88,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_sweep(tmp_path):
 
     resumed = tmp_path / "resumed"
     args = ["-m", *GRID, *BASE, f"hydra.sweep.dir={resumed}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rnnexp.train", *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group, killed as a whole
-    )
-    deadline = time.monotonic() + 120
-    while len(list(resumed.glob("*/summary.parquet"))) < 2:
-        assert process.poll() is None, "the sweep ended before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    _signal_when(args, lambda: len(list(resumed.glob("*/summary.parquet"))) >= 2, signal.SIGKILL)
     done_before = {p.parent.name for p in resumed.glob("*/summary.parquet")}
     assert 2 <= len(done_before) < 6
 
@@ -135,19 +120,7 @@ def test_an_interrupted_rerun_is_unfinished_not_the_old_run(tmp_path):
     args = ["-m", "cell=rnn", *TINY, "train.steps=400", f"hydra.sweep.dir={tmp_path}"]
     ok(cli(*args))
     (summary,) = tmp_path.glob("*/summary.parquet")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rnnexp.train", *args, "rerun=true"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while summary.exists():
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    _signal_when([*args, "rerun=true"], lambda: not summary.exists(), signal.SIGKILL)
     assert not summary.exists() and (summary.parent / "config.yaml").exists()
     assert "1 run: 1 ok" in cli(*args).stdout  # the resume trains it again
 
