@@ -14,8 +14,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import multiprocessing
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -112,10 +114,19 @@ def build(cfg: DictConfig) -> tuple[Any, SequenceModel]:
 
 
 def _set_global_state(cfg: DictConfig, parallel: bool) -> None:
-    """Threads and allocator, at the start of every run (joblib reuses its workers), once
-    `build` has checked the values; the seed is set before it, for the model's init."""
+    """Threads, allocator and the progress bars' lock, at the start of every run (joblib
+    reuses its workers), once `build` has checked the values; the seed is set before it, for
+    the model's init.
+
+    tqdm's default lock holds a multiprocessing semaphore. A job process that Ctrl-C ends
+    never unlinks it, and the resource tracker then printed "2 leaked semaphore objects" under
+    the sweep's one-line message. A job's bars need no lock across processes (each job
+    process would make its own anyway), so in a parallel job they get a thread lock.
+    """
     retain_freed_memory()
     torch.set_num_threads(cfg.threads or (1 if parallel else TORCH_THREADS))
+    if parallel:
+        tqdm.set_lock(threading.RLock())
 
 
 @torch.no_grad()
@@ -458,6 +469,11 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback through Hydra and joblib
+        # joblib's job processes: a Ctrl-C that lands while joblib starts them reaches this
+        # process only, and exiting would wait for their runs to end (hours: it hung, seen in
+        # 1 of 10 tries). Those it reached are ending anyway.
+        for child in multiprocessing.active_children():
+            child.terminate()
         what = (
             "finished runs are kept; run the same command again to resume"
             if any(a in SWEEP_FLAGS for a in sys.argv[1:])
