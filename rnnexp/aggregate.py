@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from rnnexp.results import load_runs, write_table
+from rnnexp.results import load_runs, read_summary, write_table
 
 STATUSES = ("ok", "diverged", "failed")
 
@@ -37,12 +38,13 @@ def aggregate(sweep_dir: str | Path, csv: bool = False) -> pd.DataFrame:
 
 
 def unfinished_runs(sweep_dir: str | Path) -> int:
-    """Run folders that were started (their config.yaml is written first) but hold no summary:
-    killed, crashed, or still running."""
+    """Run folders that were started (their config.yaml is written first) but hold no readable
+    summary: killed, crashed, still running, or a summary truncated by a copy (`load_runs`
+    has warned of that one already: no second warning here)."""
     configs = Path(sweep_dir).rglob("config.yaml")
-    return sum(
-        c.parent.name != ".hydra" and not (c.parent / "summary.parquet").exists() for c in configs
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sum(c.parent.name != ".hydra" and read_summary(c.parent) is None for c in configs)
 
 
 def report(

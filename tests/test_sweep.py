@@ -307,6 +307,13 @@ def test_aggregate_command_rebuilds_the_table(tmp_path):
     result = cli(str(tmp_path), module="rnnexp.aggregate")
     assert "sweep" in result.stdout and "1 run: 1 ok" in result.stdout
     assert "1 run has no result (unfinished" in result.stdout
+    # and one whose summary a copy truncated: unfinished too, not counted nowhere
+    kept = tmp_path / loaded.run_id[1] / "summary.parquet"
+    whole = kept.read_bytes()
+    kept.write_bytes(whole[:100])
+    result = cli(str(tmp_path), module="rnnexp.aggregate")
+    assert "0 runs" in result.stdout and "2 runs have no result (unfinished" in result.stdout
+    kept.write_bytes(whole)
     (tmp_path / loaded.run_id[1] / "summary.parquet").unlink()  # no run finished: no table
     result = cli(str(tmp_path), module="rnnexp.aggregate")
     assert "0 runs" in result.stdout and "no run has finished: no table written" in result.stdout
