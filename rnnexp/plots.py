@@ -898,8 +898,8 @@ def select(
                     f"the runs have {found}"
                 )
             tables[name] = df[df[col].isin(wanted)]
-    reference = tables.get("summary", next(iter(tables.values())))
-    for col in one_of:
+    for col in one_of:  # each pick among the runs the previous ones kept (adding's lengths)
+        reference = tables.get("summary", next(iter(tables.values())))
         if getattr(args, col, None) is not None or col not in reference.columns:
             continue
         found = sorted(reference[col].dropna().unique().tolist())

@@ -273,6 +273,21 @@ def test_vanishing_refuses_to_pool_lengths(tables):
         plots.vanishing_figure(tables["jacobians"])
 
 
+def test_each_automatic_pick_is_among_the_runs_the_previous_one_kept():
+    """adding at T=10 (m=8 and 16), copy at T=20 (m=32): the first task is adding, and then
+    the largest of adding's lengths and sizes, not of the whole folder's (no rows at all)."""
+    runs = [("adding", 10, 8), ("adding", 10, 16), ("copy", 20, 32)]
+    summary = pd.DataFrame(runs, columns=["task", "seq_len", "hidden_size"])
+    args = plots.figure_parser("test").parse_args(["folder"])
+    said = []
+    kept = plots.select({"summary": summary}, args, ("task", "seq_len", "hidden_size"), said.append)
+    assert kept["summary"].values.tolist() == [["adding", 10, 16]]
+    assert said == [
+        "several task values (adding, copy): plotting adding (--task)",
+        "several hidden_size values (8, 16): plotting 16 (--hidden-size)",
+    ]
+
+
 def test_cell_colour_is_the_same_in_every_figure(one):
     curves = plots.learning_curves_figure(one["metrics"], one["summary"])
     vanishing = plots.vanishing_figure(one["jacobians"], one["summary"])
