@@ -30,6 +30,17 @@ CELLS = ["rnn", "irnn", "gru", "lstm"]
 VARIANTS = ["rnn", "rnn_orth", "irnn", "lstm", "lstm_chrono"]
 
 
+def _init_setting(adding: pd.DataFrame, variants: list[str]) -> list[str]:
+    """--seq-len and --hidden-size for the init figure: where most of its variants ran (the
+    init experiment's setting), the largest on ties. Left to the script, the pick would be the
+    adding runs' longest T, which at paper scale holds only rnn, irnn and lstm."""
+    ran = adding[adding.cell.isin(variants)].groupby(["seq_len", "hidden_size"]).cell.nunique()
+    if ran.empty:
+        return []
+    seq_len, hidden_size = max(ran.index, key=lambda at: (ran[at], at))
+    return ["--seq-len", str(seq_len), "--hidden-size", str(hidden_size)]
+
+
 def figures(summary: pd.DataFrame) -> list[tuple[str, list[str]]]:
     """Every figure to draw, as (plot script, its arguments): the adding ones, and copy
     learning curves for each delay. Each asks for those of its cells that the sweep ran (a
@@ -44,7 +55,7 @@ def figures(summary: pd.DataFrame) -> list[tuple[str, list[str]]]:
         ("plot_learning_curves", cells, ["--name", "learning_curves_adding"]),
         ("plot_vanishing", cells, []),
         ("plot_gradient_flow", cells, []),
-        ("plot_init", variants, []),
+        ("plot_init", variants, _init_setting(summary[summary.task == "adding"], variants)),
     ]
     drawn = [(script, ["--task", "adding", "--cell", *c, *rest]) for script, c, rest in drawn if c]
     copy = summary[summary.task == "copy"]

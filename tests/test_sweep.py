@@ -372,6 +372,19 @@ def test_smoke_experiment_and_every_figure(tmp_path):
     assert pd.read_csv(out / "tables" / "summary.csv").shape[0] == 8
 
 
+def test_the_init_figure_is_drawn_where_the_init_experiment_ran():
+    """At paper scale the adding experiment's longest T (1000) holds rnn, irnn, gru and lstm
+    only; the init experiment ran its five variants at T=400, and that is the figure's."""
+    adding = [(c, T, 128) for c in ("rnn", "irnn", "gru", "lstm") for T in (500, 1000)]
+    init = [(c, 400, 128) for c in ("rnn", "rnn_orth", "irnn", "lstm", "lstm_chrono")]
+    summary = pd.DataFrame(adding + init, columns=["cell", "seq_len", "hidden_size"])
+    summary["task"] = "adding"
+    figures = runpy.run_path(str(REPO / "scripts" / "reproduce.py"))["figures"](summary)
+    (init_args,) = [options for script, options in figures if script == "plot_init"]
+    assert init_args[init_args.index("--seq-len") + 1] == "400"
+    assert init_args[init_args.index("--hidden-size") + 1] == "128"
+
+
 def test_a_run_folder_reused_with_another_config_is_not_skipped(tmp_path):
     ok(cli("cell=rnn", *TINY, f"hydra.run.dir={tmp_path}"))
     first = pd.read_parquet(tmp_path / "summary.parquet").run_id.item()
