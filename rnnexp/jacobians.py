@@ -211,7 +211,7 @@ def state_jacobian_norms(
 
 
 def gradient_norms(model: SequenceModel, task, inputs: Tensor, targets: Tensor) -> Tensor:
-    """||dL/ds_t|| of the task loss for every t = 0..T and sample b: (T+1, B), row b sample b.
+    """||dL/ds_t|| of the task loss for every t = 0..T and sample b: (T+1, B), column b sample b.
 
     Total derivatives from one backward pass through a reference unroll with `cell.step`, so
     they include every scored step (all of them on the copy task) and the readout, exactly what
