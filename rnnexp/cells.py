@@ -109,8 +109,8 @@ class RecurrentCell(nn.Module):
         _check_positive_int("hidden_size", hidden_size)
         if init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}; got {init!r}")
-        if not init_scale > 0:
-            raise ValueError(f"init_scale must be > 0, got {init_scale!r}")
+        if not 0 < init_scale < math.inf:
+            raise ValueError(f"init_scale must be a finite number > 0, got {init_scale!r}")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -195,7 +196,7 @@ def check_values(cfg: DictConfig) -> None:
     require(
         t.optimizer in OPTIMIZERS, "train.optimizer", f"one of {', '.join(OPTIMIZERS)}", t.optimizer
     )
-    require(t.lr > 0, "train.lr", "a number > 0", t.lr)
+    require(0 < t.lr < math.inf, "train.lr", "a finite number > 0", t.lr)
     require(
         t.clip_grad_norm is None or t.clip_grad_norm > 0,
         "train.clip_grad_norm",

@@ -178,7 +178,9 @@ def test_same_config_and_seed_give_identical_tables(tmp_path):
     [
         ("task.seq_len=0", "error: task.seq_len must be an integer >= 2, got 0"),
         ("cell.hidden_size=0", "error: cell.hidden_size must be an integer >= 1, got 0"),
-        ("train.lr=-1", "error: train.lr must be a number > 0, got -1.0"),
+        ("train.lr=-1", "error: train.lr must be a finite number > 0, got -1.0"),
+        ("train.lr=inf", "error: train.lr must be a finite number > 0, got inf"),
+        ("cell.init_scale=inf", "error: cell.init_scale must be a finite number > 0, got inf"),
         (
             "train.optimizer=adamw",
             "error: train.optimizer must be one of adam, rmsprop, sgd, got 'adamw'",
