@@ -169,6 +169,26 @@ def _parse_overrides(overrides: list[str]) -> list:
         raise ConfigError(f"{e.override}: {e.message.splitlines()[0]}") from e
 
 
+def swept_group_hint(overrides: list[str], error: str) -> str:
+    """How to set, per run, a fixed key of a swept group that `error` rejects, or ''.
+
+    Hydra checks a multirun's fixed overrides against each swept group's default, so
+    `-m cell=rnn,irnn cell.nonlinearity=relu` fails on the default LSTM's config; as a
+    one-value sweep, `cell.nonlinearity=choice(relu)`, the key is set in each run instead.
+    """
+    parsed = _parse_overrides(overrides)
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    for o in parsed:
+        key = o.key_or_group
+        if not o.is_sweep_override() and key.split(".")[0] in swept and f"'{key}'" in error:
+            value = o.get_value_element_as_str()
+            return (
+                f"; {key.split('.')[0]} is swept, and its default is what fixed keys are "
+                f"checked against: to set it in each run, write {key}=choice({value})"
+            )
+    return ""
+
+
 def split_grid(overrides: list[str]) -> list[list[str]]:
     """The grid's points, each a list of plain overrides, as Hydra's BasicSweeper expands them
     (later keys winning)."""

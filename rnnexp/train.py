@@ -48,6 +48,7 @@ from rnnexp.config import (
     require,
     run_id,
     split_grid,
+    swept_group_hint,
 )
 from rnnexp.model import SequenceModel
 from rnnexp.results import (
@@ -451,8 +452,12 @@ def check_single_run(argv: list[str]) -> None:
         if multirun:  # (inside: a glob(...) sweep lists the config group's options)
             if not split_grid(overrides):
                 raise ConfigError(f"the grid of {' '.join(overrides)} is empty: nothing to run")
-            overrides = fixed_overrides(overrides)
-        cfg = compose_checked("config", overrides)
+            try:
+                cfg = compose_checked("config", fixed_overrides(overrides))
+            except ConfigError as e:
+                raise ConfigError(f"{e}{swept_group_hint(overrides, str(e))}") from e
+        else:
+            cfg = compose_checked("config", overrides)
     if not multirun:  # the sweep callback builds every point
         build(cfg)
 

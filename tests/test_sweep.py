@@ -282,6 +282,30 @@ def test_a_glob_sweep_over_a_config_group(tmp_path):
     assert sorted(pd.read_parquet(tmp_path / "summary.parquet").cell) == ["rnn", "rnn_orth"]
 
 
+def test_a_fixed_key_of_a_swept_group_gets_a_way_to_set_it(tmp_path):
+    """Hydra checks a multirun's fixed keys against the swept group's default (an LSTM, which
+    has no nonlinearity); the message says how to set the key in each run, and that works."""
+    result = cli(
+        "-m", "cell=rnn,irnn", "cell.nonlinearity=relu", *BASE, f"hydra.sweep.dir={tmp_path}"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: Could not override 'cell.nonlinearity': Key 'nonlinearity' not in 'LSTMConfig'; "
+        "cell is swept, and its default is what fixed keys are checked against: to set it in "
+        "each run, write cell.nonlinearity=choice(relu)"
+    )
+    ok(
+        cli(
+            "-m",
+            "cell=rnn,irnn",
+            "cell.nonlinearity=choice(relu)",
+            *BASE,
+            f"hydra.sweep.dir={tmp_path}",
+        )
+    )
+    assert (pd.read_parquet(tmp_path / "summary.parquet").nonlinearity == "relu").all()
+
+
 def test_a_bad_grid_value_fails_before_any_job(tmp_path):
     result = cli("-m", "task.seq_len=10,0", *BASE, f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 2
