@@ -475,8 +475,8 @@ def main() -> None:
         app()
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback through Hydra and joblib
         # joblib's job processes: a Ctrl-C that lands while joblib starts them reaches this
-        # process only, and exiting would wait for their runs to end (hours: it hung, seen in
-        # 1 of 10 tries). Those it reached are ending anyway.
+        # process only, and exiting would wait for their runs to end (hours: it hung, in 1 of 7
+        # tries, and 1 of 3 before). Those it reached are ending anyway.
         for child in multiprocessing.active_children():
             child.terminate()
         what = (

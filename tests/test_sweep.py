@@ -78,7 +78,7 @@ def test_ctrl_c_ends_a_sweep_with_one_line_and_keeps_its_finished_runs(tmp_path,
 
 def test_ctrl_c_ends_job_processes_that_it_did_not_reach(monkeypatch):
     """A Ctrl-C that lands while joblib starts its job processes reaches the sweep's process
-    only, which then waited on exit for those jobs' runs to end: it hung (in 1 of 10 tries).
+    only, which then waited on exit for those jobs' runs to end: it hung (in 1 of 7 tries).
     A process that sleeps stands for such a job here."""
     job = multiprocessing.get_context("fork").Process(target=time.sleep, args=(600,))
 
