@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from rnnexp.results import load_runs, read_summary, write_table
+from rnnexp.results import load_runs, write_table
 
 STATUSES = ("ok", "diverged", "failed")
 
@@ -37,14 +36,12 @@ def aggregate(sweep_dir: str | Path, csv: bool = False) -> pd.DataFrame:
     return table
 
 
-def unfinished_runs(sweep_dir: str | Path) -> int:
-    """Run folders that were started (their config.yaml is written first) but hold no readable
-    summary: killed, crashed, still running, or a summary truncated by a copy (`load_runs`
-    has warned of that one already: no second warning here)."""
-    configs = Path(sweep_dir).rglob("config.yaml")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return sum(c.parent.name != ".hydra" and read_summary(c.parent) is None for c in configs)
+def unfinished_runs(sweep_dir: str | Path, table: pd.DataFrame) -> int:
+    """Run folders that were started (their config.yaml is written first) but are not in
+    `table`, the folder's readable summaries (`aggregate`'s): killed, crashed, still running,
+    or a summary truncated by a copy, of which `load_runs` has warned."""
+    started = sum(c.parent.name != ".hydra" for c in Path(sweep_dir).rglob("config.yaml"))
+    return started - len(table)
 
 
 def report(
@@ -99,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {args.sweep_dir} is not a folder", file=sys.stderr)
         return 2
     table = aggregate(args.sweep_dir, csv=args.csv)
-    print(report(args.sweep_dir, table, missing=unfinished_runs(args.sweep_dir)))
+    print(report(args.sweep_dir, table, missing=unfinished_runs(args.sweep_dir, table)))
     return 1 if (not table.empty and (table["status"] == "failed").any()) else 0
 
 
