@@ -207,6 +207,9 @@ def fixed_overrides(overrides: list[str]) -> list[str]:
     return [o.input_line for o in _parse_overrides(overrides) if not o.is_sweep_override()]
 
 
+SEED_MAX = 2**64 - 1  # what torch.Generator.manual_seed takes
+
+
 def check_values(cfg: DictConfig) -> None:
     """Range checks for the trainer's own keys, before any work starts."""
     _check_known_keys(cfg)
@@ -239,7 +242,7 @@ def check_values(cfg: DictConfig) -> None:
     require(d.norm in ("2", "fro"), "diagnostics.norm", "'2' or 'fro'", d.norm)
     require(0 < d.threshold < 1, "diagnostics.threshold", "a number in (0, 1)", d.threshold)
     require(d.lyapunov_k >= 1, "diagnostics.lyapunov_k", "an integer >= 1", d.lyapunov_k)
-    require(cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)
+    require(0 <= cfg.seed <= SEED_MAX, "seed", f"an integer in [0, {SEED_MAX}]", cfg.seed)
     require(
         cfg.threads is None or cfg.threads >= 1, "threads", "null or an integer >= 1", cfg.threads
     )

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.aggregate import aggregate, report
-from rnnexp.config import ConfigError, compose_checked, run_id, split_grid
+from rnnexp.config import ConfigError, check_values, compose_checked, run_id, split_grid
 
 
 def grid_points(config: DictConfig) -> list[list[str]]:
@@ -40,7 +40,8 @@ def check_grid(config: DictConfig) -> set[str]:
     """Compose and build every grid point; raises ConfigError for the first bad one.
 
     Building (task and model) is cheap next to training; points differing only in seed are
-    built once. Returns the grid's run ids (the names of the run folders).
+    built once, every point's values checked. Returns the grid's run ids (the names of the run
+    folders).
     """
     from rnnexp.train import build  # the entry point's own checks, no copy of them
 
@@ -52,6 +53,7 @@ def check_grid(config: DictConfig) -> set[str]:
         except (ConfigError, OmegaConfBaseException) as e:
             raise ConfigError(f"{' '.join(overrides)}: {str(e).splitlines()[0]}") from e
         run_ids.add(run_id(cfg))
+        check_values(cfg)  # the seed's range: a seed alone makes no point that gets built
         key = json.dumps({k: v for k, v in resolved.items() if k != "seed"}, sort_keys=True)
         if key not in seen:
             seen.add(key)

@@ -306,10 +306,20 @@ def test_a_fixed_key_of_a_swept_group_gets_a_way_to_set_it(tmp_path):
     assert (pd.read_parquet(tmp_path / "summary.parquet").nonlinearity == "relu").all()
 
 
-def test_a_bad_grid_value_fails_before_any_job(tmp_path):
-    result = cli("-m", "task.seq_len=10,0", *BASE, f"hydra.sweep.dir={tmp_path}")
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        (["task.seq_len=10,0"], "error: task.seq_len must be an integer >= 2, got 0"),
+        (  # a seed alone makes no point that gets built: those differing in it are built once
+            ["seed=0,-1", "task.seq_len=6"],
+            "error: seed must be an integer in [0, 18446744073709551615], got -1",
+        ),
+    ],
+)
+def test_a_bad_grid_value_fails_before_any_job(tmp_path, grid, message):
+    result = cli("-m", *grid, *BASE, f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: task.seq_len must be an integer >= 2, got 0"
+    assert result.stderr.strip() == message
     assert not list(tmp_path.glob("*/config.yaml"))
 
 
