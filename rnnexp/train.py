@@ -335,8 +335,10 @@ def run_label(columns: dict) -> str:
 def run(cfg: DictConfig, run_dir: Path, names: dict[str, str], parallel: bool = False) -> dict:
     """One run into `run_dir`: config.yaml, then the tables, the summary last.
 
-    Raises ConfigError before writing anything if the config is invalid. Any other exception
-    is recorded as status `failed` with its message and re-raised.
+    Raises ConfigError before writing anything if the config is invalid. An exception in
+    training is recorded as status `failed` with its message and re-raised; one before it (a
+    task's or cell's constructor failing other than with a ValueError, say) is only re-raised,
+    and the run, without a summary, is tried again on resume.
     """
     torch.manual_seed(cfg.seed)  # the model's initialisation draws from it
     task, model = build(cfg)
@@ -400,7 +402,9 @@ def _run_and_log(
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except Exception:
-        log.error("run failed; its summary says so\n%s", traceback.format_exc())
+        recorded = (run_dir / "summary.parquet").exists()
+        why = "its summary says so" if recorded else "before training: no summary, resume retries"
+        log.error("run failed; %s\n%s", why, traceback.format_exc())
         if not multirun:
             sys.exit(1)
         return

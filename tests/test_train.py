@@ -192,6 +192,11 @@ def test_same_config_and_seed_give_identical_tables(tmp_path):
             "error: diagnostics.lyapunov_k must be <= the cell's state size 128, got 129",
         ),
         ("threads=-1", "error: threads must be null or an integer >= 1, got -1"),
+        ("seed=-1", "error: seed must be an integer in [0, 18446744073709551615], got -1"),
+        (  # one past what torch's generators take: caught here, not in torch.manual_seed
+            "seed=18446744073709551616",
+            "error: seed must be an integer in [0, 18446744073709551615], got 18446744073709551616",
+        ),
         # what Hydra and OmegaConf report, in one line
         ("train.step=10", "error: Could not override 'train.step': Key 'step' not in"),
         ("train.lr=abc", "error: Error merging override train.lr=abc: Value 'abc' of type"),
@@ -353,12 +358,11 @@ def test_task_defined_outside_the_package_trains(tmp_path):
 
 
 def test_cell_defined_outside_the_package_trains_and_is_measured(tmp_path):
-    result = cli(
-        TESTS_CONF, "cell=leaky_rnn", "cell.alpha=0.25", *TINY, f"hydra.run.dir={tmp_path}"
-    )
-    ok(result)
+    leaky = [TESTS_CONF, "cell=leaky_rnn", "cell.alpha=0.25", "cell.init=orthogonal"]
+    ok(cli(*leaky, *TINY, f"hydra.run.dir={tmp_path}"))  # the base class's init, no + needed
     summary = pd.read_parquet(tmp_path / "summary.parquet").iloc[0]
     assert summary.status == "ok" and summary.cell == "leaky_rnn" and summary.alpha == 0.25
+    assert summary.init == "orthogonal" and summary.bias
     assert math.isfinite(summary.log10_decay_rate_init)
     jacobians = pd.read_parquet(tmp_path / "jacobians.parquet")
     at_init = jacobians[jacobians.step == 0].sort_values("lag")
