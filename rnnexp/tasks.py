@@ -27,6 +27,7 @@ YAML key; bad values raise `ValueError` whose message starts with the argument's
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -90,6 +91,20 @@ def check_task(task: Task) -> None:
             raise ValueError(f"{name}{call} raised {type(e).__name__}: {first}") from e
         if name == "loss" and not (isinstance(value, Tensor) and value.numel() == 1):
             raise ValueError(f"loss{call} must return a one-element tensor, got {value!r}")
+        if name == "accuracy" and not _is_number(value):
+            got = (
+                f"a tensor of shape {tuple(value.shape)}"
+                if isinstance(value, Tensor)
+                else repr(value)
+            )
+            raise ValueError(f"accuracy{call} must return a number, got {got}")
+
+
+def _is_number(value: object) -> bool:
+    """What float() takes: a Python number or a one-element tensor (not a string)."""
+    if isinstance(value, Tensor):
+        return value.numel() == 1
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _check_int(name: str, value: int, minimum: int) -> int:

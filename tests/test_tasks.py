@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import hydra
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -215,6 +216,18 @@ class _OneElementLoss(AddingTask):
         return super().loss(outputs, targets).reshape(1)
 
 
+class _PerSampleAccuracy(AddingTask):
+    """Forgot the mean: a tensor per sample, which the evaluation cannot log."""
+
+    def accuracy(self, outputs, targets):
+        return (outputs - targets).abs() < 0.04
+
+
+class _NumpyAccuracy(AddingTask):
+    def accuracy(self, outputs, targets):
+        return np.float32(super().accuracy(outputs, targets))
+
+
 class _NoChance:
     """A task of one's own written without baseline_accuracy (before it existed, say)."""
 
@@ -246,6 +259,12 @@ def test_start_up_check_names_what_a_task_gets_wrong():
         ValueError, match=r"^loss\(.*\) must return a one-element tensor, got [0-9.]+$"
     ):
         check_task(_FloatLoss(seq_len=6))
+    with pytest.raises(
+        ValueError,
+        match=r"^accuracy\(.*\) must return a number, got a tensor of shape \(1, 2, 1\)$",
+    ):
+        check_task(_PerSampleAccuracy(seq_len=6))
+    check_task(_NumpyAccuracy(seq_len=6))  # float() takes it, as the evaluation does
 
 
 @pytest.mark.parametrize("task", TASKS, ids=repr)
