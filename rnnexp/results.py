@@ -88,16 +88,20 @@ def config_columns(cfg: Mapping[str, Any], choices: Mapping[str, str]) -> dict[s
     hashes, so that runs told apart by their id are told apart by their columns too.
 
     `cell` and `task` hold the config choices' names (e.g. irnn, copy), not the classes. The
-    cell's, task's and train's keys keep their own names (hidden_size, seq_len, lr, ...); a task
-    key that would clash with one of those is prefixed `task_`; the diagnostics' keys are all
+    cell's, task's and train's keys keep their own names (hidden_size, seq_len, lr, ...). A key
+    of a cell or task of one's own that would clash with a column of the fixed schema (train's
+    keys, `seed`, `device`, ...) or with an earlier group's key gets its group's prefix
+    (`cell_steps`, `task_lr`), rather than overwriting it; the diagnostics' keys are all
     prefixed `diagnostics_` (their batch_size is not train's).
     """
     cols: dict[str, Any] = {"cell": choices["cell"], "task": choices["task"], "seed": cfg["seed"]}
+    fixed = {*cols, "device", *cfg["train"]}
     for group in ("cell", "train", "task"):
         for key, value in cfg[group].items():
             if key.startswith("_"):
                 continue
-            cols[f"task_{key}" if group == "task" and key in cols else key] = value
+            clash = group != "train" and (key in fixed or key in cols)
+            cols[f"{group}_{key}" if clash else key] = value
     cols |= {f"diagnostics_{key}": value for key, value in cfg["diagnostics"].items()}
     cols["device"] = cfg["device"]
     return cols

@@ -6,7 +6,7 @@ import stat
 import pandas as pd
 import pytest
 
-from rnnexp.results import atomic_path, load_runs, read_summary, write_table
+from rnnexp.results import atomic_path, config_columns, load_runs, read_summary, write_table
 
 
 def test_a_table_gets_the_mode_of_any_new_file(tmp_path):
@@ -54,3 +54,33 @@ def test_load_runs_of_a_path_that_is_no_folder_is_an_error(tmp_path):
     (tmp_path / "summary.parquet").write_bytes(b"")
     with pytest.raises(NotADirectoryError, match="summary.parquet is not a folder"):
         load_runs(tmp_path / "summary.parquet")
+
+
+def test_a_key_of_ones_own_cell_or_task_never_overwrites_another_column():
+    """train's keys, seed and device are the fixed schema: a clashing key gets its group's
+    prefix instead of silently replacing one of them (or an earlier group's key)."""
+    cfg = {
+        "seed": 3,
+        "device": "cpu",
+        "cell": {"_target_": "x.Cell", "hidden_size": 8, "steps": 4, "seed": 9},
+        "train": {"steps": 100, "lr": 0.01},
+        "task": {"_target_": "x.Task", "seq_len": 20, "lr": 0.5, "hidden_size": 2, "device": 1},
+        "diagnostics": {"batch_size": 16},
+    }
+    cols = config_columns(cfg, {"cell": "mine", "task": "ours"})
+    assert cols == {
+        "cell": "mine",
+        "task": "ours",
+        "seed": 3,
+        "hidden_size": 8,
+        "cell_steps": 4,
+        "cell_seed": 9,
+        "steps": 100,
+        "lr": 0.01,
+        "seq_len": 20,
+        "task_lr": 0.5,
+        "task_hidden_size": 2,
+        "task_device": 1,
+        "diagnostics_batch_size": 16,
+        "device": "cpu",
+    }
