@@ -381,13 +381,22 @@ SECTIONS = ("train", "jacobian", "sweep", "cli", "diagnostics")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m rnnexp.bench", description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
         help="one round, short runs, into results/bench/quick/",
     )
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        metavar="SECTION",
+        help=f"run only these sections, of: {', '.join(SECTIONS)} (default: all)",
+    )
     parser.add_argument("--out", type=Path, help="default: results/bench[/quick]")
     args = parser.parse_args(argv)
     retain_freed_memory()  # as every training run does; ours and torch's alike
