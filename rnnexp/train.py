@@ -92,6 +92,11 @@ def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
             ) from e
         if cause is None:
             raise ConfigError(f"{group}: {str(e).splitlines()[0]}") from e
+        if isinstance(cause, MemoryError) or (
+            isinstance(cause, RuntimeError) and "allocate" in str(cause)
+        ):  # a size typo (hidden_size=1000000): torch's message, less its C++ frame
+            why = str(cause).split("DefaultCPUAllocator: ")[-1] or "out of memory"
+            raise ConfigError(f"{group}: too large for this machine: {why}") from cause
         raise
 
 
