@@ -165,7 +165,6 @@ def state_jacobian_norms(
     S = states.shape[-1]
     dtype, device = states.dtype, states.device
     spectral = ord == 2
-    tiny = torch.finfo(dtype).tiny
 
     out = torch.empty(T + 1, B, dtype=torch.float64, device=device)
     out[T] = 0.0 if spectral else 0.5 * math.log10(S)
@@ -188,9 +187,11 @@ def state_jacobian_norms(
         for i in range(n - 1, -1, -1):  # P_{j-1} = P_j J_j for j = k0 + i + 1
             p = torch.matmul(p, jac[i], out=ps[i]) if spectral else p @ jac[i]
             # largest entry scaled to 1 (P = 0 stays 0): unlike the Frobenius norm, the max
-            # cannot underflow in a step that shrinks P by more than sqrt(tiny) at once
+            # cannot underflow in a step that shrinks P by more than sqrt(tiny) at once. A max
+            # below tiny (subnormal) is divided by as it is: clamped, it would be logged wrong,
+            # or leave P subnormal and imprecise in the next product
             scale = torch.amax(p.abs(), dim=(-2, -1), out=scales[i])  # vector_norm(inf): 5x slower
-            p.div_(scale.clamp_min(tiny)[:, None, None])
+            p.div_(torch.where(scale > 0, scale, 1)[:, None, None])
             if spectral:  # one subspace iteration on G = P P^T, then what Rayleigh-Ritz needs
                 q = _orthonormal_rows((q @ p) @ p.mT)
                 qs[i] = q

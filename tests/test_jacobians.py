@@ -160,6 +160,18 @@ def test_one_step_can_shrink_below_float32_range():
     torch.testing.assert_close(logs, -30 * lags, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("ord", [2, "fro"])
+def test_one_step_can_shrink_below_the_smallest_normal_float32(ord):
+    """J = a I with a = 1e-39, subnormal in float32: P's largest entry falls below tiny after
+    one step yet is not 0. The norm is a^lag exactly (times sqrt(S) for Frobenius)."""
+    a = torch.tensor(1e-39, dtype=torch.float32)
+    cell = _linear_cell(a * torch.eye(4)).float()
+    logs = state_jacobian_norms(cell, torch.randn(5, 2, 2, dtype=torch.float32), ord=ord, log=True)
+    lags = torch.arange(5, -1, -1, dtype=torch.float64)[:, None].expand(6, 2)
+    want = lags * math.log10(a.item()) + (0 if ord == 2 else 0.5 * math.log10(4))
+    torch.testing.assert_close(logs, want, rtol=0, atol=1e-5)
+
+
 def test_bad_ord_says_what_is_allowed():
     cell = RNNCell(2, 3)
     with pytest.raises(ValueError, match="ord must be 2 .* or 'fro'"):
