@@ -221,8 +221,9 @@ def gradient_norms(model: SequenceModel, task, inputs: Tensor, targets: Tensor) 
 
     The norms come in float64: in float32 the squares of entries below ~1e-19 are subnormal,
     and a norm below ~4e-23 would be 0 for a gradient that training still sees as non-zero
-    (down to float32's ~1e-45). L is the task's loss, a batch mean for both built-in tasks, so
-    each sample's gradient carries a factor 1/B: compare levels at equal B.
+    (down to float32's ~1e-45). L is the task's loss, a mean over the batch (adding) or over
+    the batch and every step (copy), so each sample's gradient carries a factor 1/B, on copy
+    also 1/T: compare levels at equal B (and T).
     """
     _check_inputs(inputs)
     cell = model.cell
