@@ -95,12 +95,12 @@ def config_columns(cfg: Mapping[str, Any], choices: Mapping[str, str]) -> dict[s
     prefixed `diagnostics_` (their batch_size is not train's).
     """
     cols: dict[str, Any] = {"cell": choices["cell"], "task": choices["task"], "seed": cfg["seed"]}
-    fixed = {*cols, "device", *cfg["train"]}
+    fixed = {"device", *cfg["train"]}  # beside cols, which holds the earlier groups' keys
     for group in ("cell", "train", "task"):
         for key, value in cfg[group].items():
             if key.startswith("_"):
                 continue
-            clash = group != "train" and (key in fixed or key in cols)
+            clash = group != "train" and (key in cols or key in fixed)
             cols[f"{group}_{key}" if clash else key] = value
     cols |= {f"diagnostics_{key}": value for key, value in cfg["diagnostics"].items()}
     cols["device"] = cfg["device"]

@@ -53,9 +53,10 @@ def check_grid(config: DictConfig) -> set[str]:
         except (ConfigError, OmegaConfBaseException) as e:
             raise ConfigError(f"{' '.join(overrides)}: {str(e).splitlines()[0]}") from e
         run_ids.add(run_id(cfg))
-        check_values(cfg)  # the seed's range: a seed alone makes no point that gets built
         key = json.dumps({k: v for k, v in resolved.items() if k != "seed"}, sort_keys=True)
-        if key not in seen:
+        if key in seen:
+            check_values(cfg)  # what building would check: the seed is all that differs
+        else:
             seen.add(key)
             build(cfg)
     return run_ids
