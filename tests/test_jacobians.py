@@ -101,6 +101,27 @@ def test_chunking_over_time_changes_nothing(kind, ord, monkeypatch):
     torch.testing.assert_close(10**whole, brute[ord], rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("kind", ["tanh", "gru", "lstm"])
+def test_the_subspace_shrinks_after_a_chunk_certified_at_once(kind, monkeypatch):
+    """Past the lags that need it, 4 carried vectors replace 8, and the norms stay exact."""
+    cell, inputs, brute = _case(kind, 12, 30, 2, seed=12)
+    widths = []
+    certify = jacobians._certified_top_eigenvalue
+
+    def recording(p, q, gq, tol):
+        top, at_once = certify(p, q, gq, tol)
+        widths.append((q.shape[1], at_once))
+        return top, at_once
+
+    monkeypatch.setattr(jacobians, "_certified_top_eigenvalue", recording)
+    monkeypatch.setattr(jacobians, "_CHUNK_BYTES", 2 * 3 * 2 * cell.state_size**2 * 8)  # 3 steps
+    norms = state_jacobian_norms(cell, inputs, log=True)
+    first = next(i for i, (_, at_once) in enumerate(widths) if at_once)
+    assert [w for w, _ in widths] == [8] * (first + 1) + [4] * (len(widths) - first - 1)
+    assert first < len(widths) - 1  # some chunks ran with 4
+    torch.testing.assert_close(10**norms, brute[2], rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize("kind", ["tanh", "lstm"])
 def test_float32_agrees_with_float64_brute_force(kind):
     """The certificate's tolerance scales with the dtype: float32 is right to float32 accuracy."""
