@@ -246,16 +246,18 @@ def check_values(cfg: DictConfig) -> None:
     require(
         cfg.threads is None or cfg.threads >= 1, "threads", "null or an integer >= 1", cfg.threads
     )
-    device_names = "a torch device: cpu, cuda, cuda:1, ..."
+    device_names = "a torch device: cpu (no index), cuda, cuda:1, ..."
     require(_is_device_name(cfg.device), "device", device_names, cfg.device)
 
 
 def _is_device_name(name: str) -> bool:
+    """A name torch parses, and no CPU index: torch ignores it, so `cpu:1` would run on the
+    CPU under a run id of its own."""
     try:
-        torch.device(name)
+        device = torch.device(name)
     except (RuntimeError, TypeError):
         return False
-    return True
+    return device.type != "cpu" or device.index is None
 
 
 def check_device_available(name: str) -> None:

@@ -23,7 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.aggregate import aggregate, report
-from rnnexp.config import ConfigError, check_values, compose_checked, run_id, split_grid
+from rnnexp.config import (
+    ConfigError,
+    check_values,
+    compose_checked,
+    require,
+    run_id,
+    split_grid,
+)
 
 
 def grid_points(config: DictConfig) -> list[list[str]]:
@@ -62,6 +69,22 @@ def check_grid(config: DictConfig) -> set[str]:
     return run_ids
 
 
+def check_launcher(launcher: DictConfig) -> None:
+    """The launcher key that joblib would reject only once the jobs start, with a traceback.
+
+    The rest of `hydra.launcher` Hydra checks itself, as it composes the config.
+    """
+    if "joblib" in str(launcher.get("_target_", "")).lower():
+        n = launcher.get("n_jobs")
+        allowed = "a non-zero integer (-1: every core, -2: all but one, ...)"
+        require(
+            isinstance(n, int) and not isinstance(n, bool) and n != 0,
+            "hydra.launcher.n_jobs",
+            allowed,
+            n,
+        )
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.started = 0.0
@@ -70,6 +93,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
         try:
+            check_launcher(config.hydra.launcher)
             self.grid = check_grid(config)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)

@@ -238,11 +238,16 @@ def test_a_failing_run_does_not_sink_the_sweep(tmp_path):
             "error: seed=0,1 train.lr=interval(0.001,0.1): BasicSweeper does not support sweep "
             "type : INTERVAL_SWEEP; it expands lists a,b, range(), choice(), glob()",
         ),
+        (
+            "hydra/launcher=joblib hydra.launcher.n_jobs=0",
+            "error: hydra.launcher.n_jobs must be a non-zero integer (-1: every core, -2: all "
+            "but one, ...), got 0",
+        ),
     ],
 )
 def test_a_config_mistake_in_a_multirun_is_one_line_too(tmp_path, override, message):
     """Hydra composes a multirun's config before the sweep callback could check it."""
-    result = cli("-m", "seed=0,1", override, *BASE, f"hydra.sweep.dir={tmp_path}")
+    result = cli("-m", "seed=0,1", *override.split(), *BASE, f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr

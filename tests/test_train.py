@@ -186,7 +186,14 @@ def test_same_config_and_seed_give_identical_tables(tmp_path):
             "error: train.optimizer must be one of adam, rmsprop, sgd, got 'adamw'",
         ),
         ("cell.init=xavier", "error: cell.init must be one of default, orthogonal, identity"),
-        ("device=gpu0", "error: device must be a torch device: cpu, cuda, cuda:1, ..., got 'gpu0'"),
+        (
+            "device=gpu0",
+            "error: device must be a torch device: cpu (no index), cuda, cuda:1, ..., got 'gpu0'",
+        ),
+        (
+            "device=cpu:1",
+            "error: device must be a torch device: cpu (no index), cuda, cuda:1, ..., got 'cpu:1'",
+        ),
         (  # the default cell, an LSTM with m = 64: its state is (h, c)
             "diagnostics.lyapunov_k=129",
             "error: diagnostics.lyapunov_k must be <= the cell's state size 128, got 129",
