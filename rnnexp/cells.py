@@ -272,6 +272,21 @@ class RecurrentCell(nn.Module):
         """
         return self.state_jacobian(input, state) @ v
 
+    def jacobian_factors(self, input: Tensor, state: Tensor) -> tuple[Tensor, ...]:
+        """J = ds_t/ds_{t-1} at (input (B, n), flat state (B, S)) in the form that
+        `left_jacobian_product` takes, each tensor batched in its first dimension (so time can
+        be folded into it). Default: (J,). A cell whose J has structure (the LSTM's c-columns
+        are two diagonals) returns less, and multiplies by it faster.
+        """
+        return (self.state_jacobian(input, state),)
+
+    def left_jacobian_product(
+        self, p: Tensor, factors: tuple[Tensor, ...], out: Tensor | None = None
+    ) -> Tensor:
+        """p J for p (B, k, S), J given by `jacobian_factors`: the backward accumulation of
+        Jacobian products. `out`, if given, must not overlap p."""
+        return torch.matmul(p, factors[0], out=out)
+
 
 def _map_state(state, fn):
     return tuple(fn(t) for t in state) if isinstance(state, tuple) else fn(state)
@@ -516,6 +531,31 @@ class LSTMCell(RecurrentCell):
         jac[:, :m, m:].diagonal(dim1=-2, dim2=-1).copy_(k * f)
         jac[:, m:, m:].diagonal(dim1=-2, dim2=-1).copy_(f)
         return jac
+
+    def jacobian_factors(self, input: Tensor, state: Tensor) -> tuple[Tensor, ...]:
+        """(J's h-columns (B, 2m, m), diag of dh'/dc, diag of dc'/dc): half of J is diagonal,
+        so a product P J costs half the multiply-adds, and J its zero blocks' fill, of P @ J."""
+        if type(self) is not LSTMCell:
+            return super().jacobian_factors(input, state)
+        h, c = self.unflatten_state(state)
+        i, f, g, o = self._gates(input, h)
+        k, dc_dpre, dh_dpre_o = lstm_jacobian_factors(i, f, g, o, c, torch.tanh(f * c + i * g))
+        B, m = k.shape
+        dc_dh = _diag_blocks_times(dc_dpre, self.weight_hh[: 3 * m])
+        dh_dh = (k[..., None] * dc_dh).addcmul_(dh_dpre_o[..., None], self.weight_hh[3 * m :])
+        return torch.cat([dh_dh, dc_dh], 1), k * f, f  # h-columns: rows h', c'
+
+    def left_jacobian_product(
+        self, p: Tensor, factors: tuple[Tensor, ...], out: Tensor | None = None
+    ) -> Tensor:
+        if type(self) is not LSTMCell:
+            return super().left_jacobian_product(p, factors, out)
+        h_columns, dh_dc, dc_dc = factors
+        m = self.hidden_size
+        p_h, p_c = p[..., :m], p[..., m:]
+        through_c = torch.addcmul(p_c * dc_dc.unsqueeze(-2), p_h, dh_dc.unsqueeze(-2))
+        # the matmul into a buffer of its own: into out's strided half it is slower than a copy
+        return torch.cat([p @ h_columns, through_c], -1, out=out)
 
     def jacobian_vector_product(self, input: Tensor, state: Tensor, v: Tensor) -> Tensor:
         if type(self) is not LSTMCell:

@@ -1,8 +1,9 @@
 """Jacobian products, state gradients, Lyapunov exponents and memory horizons of any cell.
 
 Everything here is cell-agnostic: it sees a cell only through its flat-state interface
-(`fast_scan`, `step`, `state_jacobian`, `hidden`, `initial_state`, `flatten_state`,
-`state_size`), so a new cell needs nothing but `_forward` and `_jacobian` to be measured.
+(`fast_scan`, `step`, `jacobian_factors` and `left_jacobian_product`, `jacobian_vector_product`,
+`hidden`, `initial_state`, `flatten_state`, `state_size`), whose defaults come from
+`state_jacobian`, so a new cell needs nothing but `_forward` and `_jacobian` to be measured.
 
 Notation. s_0 ... s_T are the flat states of a run over inputs x_1 ... x_T (stored as
 inputs[0] ... inputs[T-1]), J_k = ds_k/ds_{k-1} = `cell.state_jacobian(inputs[k-1], s_{k-1})`,
@@ -32,10 +33,11 @@ def _check_inputs(inputs: Tensor) -> None:
 
 
 def _jacobian_chunks(cell, inputs: Tensor, states: Tensor, budget: int, reverse: bool = False):
-    """Yield (k0, J) with J[i] = J_{k0 + i + 1}, (chunk, B, S, S), at most ~`budget` bytes each.
+    """Yield (k0, factors) with factors[j][i] the j-th of `cell.jacobian_factors` of
+    J_{k0 + i + 1}, for chunks of at most ~`budget` bytes of (B, S, S) Jacobians.
 
-    One `state_jacobian` call per chunk: time is folded into the batch, so the closed forms run
-    as a few large tensor ops instead of T small ones.
+    One `jacobian_factors` call per chunk: time is folded into the batch, so the closed forms
+    run as a few large tensor ops instead of T small ones.
     """
     T, B = inputs.shape[:2]
     S = states.shape[-1]
@@ -46,7 +48,8 @@ def _jacobian_chunks(cell, inputs: Tensor, states: Tensor, budget: int, reverse:
         k1 = min(k0 + size, T)
         x = inputs[k0:k1].flatten(0, 1)
         s = states[k0:k1].flatten(0, 1)
-        yield k0, cell.state_jacobian(x, s).view(k1 - k0, B, S, S)
+        factors = cell.jacobian_factors(x, s)
+        yield k0, [f.view(k1 - k0, B, *f.shape[1:]) for f in factors]
 
 
 def _orthonormal_rows(z: Tensor) -> Tensor:
@@ -136,11 +139,12 @@ def state_jacobian_norms(
     however small they get (1e-600 after 2000 contracting steps), and -inf where a norm is
     exactly 0 (every unit of a relu layer dead at some step, say).
 
-    States come from one scan, the one-step Jacobians from `state_jacobian` with time folded
+    States come from one scan, the one-step Jacobians from `jacobian_factors` with time folded
     into the batch (in chunks), and the products from one backward accumulation
-    P <- P J_k, k = T down to 1, in the cell's dtype. P is divided by its largest entry after
-    every step and the logs of those factors summed in float64, so it never leaves floating-point
-    range: the norms are the accumulated scale times those of the normalised P.
+    P <- P J_k (`left_jacobian_product`), k = T down to 1, in the cell's dtype. P is divided by
+    its largest entry after every step and the logs of those factors summed in float64, so it
+    never leaves floating-point range: the norms are the accumulated scale times those of the
+    normalised P.
 
     ||P||_2 without an SVD per lag. Measured on 2 CPU threads, float32, T=200, B=16, a tanh RNN
     with S=64 (an LSTM, S=128): the 3200 ||P_t||_2 took 600 (2900) ms with matrix_norm(ord=2),
@@ -181,17 +185,18 @@ def state_jacobian_norms(
     q = torch.linalg.qr(torch.randn(S, k, generator=gen, dtype=torch.float64)).Q.mT
     q = q.to(dtype=dtype, device=device).expand(B, k, S)  # orthonormal rows
     budget = _CHUNK_BYTES // 2 if spectral else _CHUNK_BYTES  # the P_t of a chunk are kept too
-    for k0, jac in _jacobian_chunks(cell, inputs, states, budget, reverse=True):
-        n = jac.shape[0]
+    for k0, factors in _jacobian_chunks(cell, inputs, states, budget, reverse=True):
+        n = factors[0].shape[0]
         scales = torch.empty(n, B, dtype=dtype, device=device)
         if spectral:
-            ps = torch.empty_like(jac)
+            ps = torch.empty(n, B, S, S, dtype=dtype, device=device)
             qs = torch.empty(n, B, k, S, dtype=dtype, device=device)
             gqs = torch.empty_like(qs)
         else:
             frobs = torch.empty(n, B, dtype=dtype, device=device)
         for i in range(n - 1, -1, -1):  # P_{j-1} = P_j J_j for j = k0 + i + 1
-            p = torch.matmul(p, jac[i], out=ps[i]) if spectral else p @ jac[i]
+            jac = [f[i] for f in factors]
+            p = cell.left_jacobian_product(p, jac, out=ps[i] if spectral else None)
             # largest entry scaled to 1 (P = 0 stays 0): unlike the Frobenius norm, the max
             # cannot underflow in a step that shrinks P by more than sqrt(tiny) at once. A max
             # below tiny (subnormal) is divided by as it is: clamped, it would be logged wrong,

@@ -344,6 +344,25 @@ def test_jacobian_vector_product_applies_the_same_jacobian(kind, bias):
     torch.testing.assert_close(cell.jacobian_vector_product(x, s, v), expected)
 
 
+@pytest.mark.parametrize("kind", list(CELLS))
+@pytest.mark.parametrize("bias", [True, False])
+def test_left_jacobian_product_applies_the_same_jacobian(kind, bias):
+    """The factored form the snapshots multiply by (the LSTM's: its h-columns and two
+    diagonals), into a fresh tensor and into `out`, and with autograd on."""
+    torch.manual_seed(11)
+    n, m, batch = 3, 5, 4
+    cell, _ = _paired(kind, n, m, bias)
+    x, s = torch.randn(batch, n), torch.randn(batch, cell.state_size)
+    p = torch.randn(batch, 2, cell.state_size)
+    expected = p @ cell.state_jacobian(x, s)
+    factors = cell.jacobian_factors(x, s)
+    torch.testing.assert_close(cell.left_jacobian_product(p, factors), expected)
+    with torch.no_grad():
+        out = torch.empty_like(p)
+        assert cell.left_jacobian_product(p, factors, out=out) is out
+        torch.testing.assert_close(out, expected)
+
+
 def test_a_subclass_that_changes_the_equations_falls_back_to_its_own_jacobian():
     class Leaky(RNNCell):  # h' = 0.5 h + 0.5 tanh(...): not what RNNCell's factors describe
         def _forward(self, x, h):
@@ -357,5 +376,10 @@ def test_a_subclass_that_changes_the_equations_falls_back_to_its_own_jacobian():
     cell = Leaky(2, 3)
     x, s, v = torch.randn(4, 2), torch.randn(4, 3), torch.randn(4, 3, 2)
     torch.testing.assert_close(cell.jacobian_vector_product(x, s, v), cell.state_jacobian(x, s) @ v)
+    p = v.mT
+    factors = cell.jacobian_factors(x, s)
+    torch.testing.assert_close(
+        cell.left_jacobian_product(p, factors), p @ cell.state_jacobian(x, s)
+    )
     xs = torch.randn(5, 4, 2)
     torch.testing.assert_close(cell.fast_scan(xs), cell.scan(xs))
