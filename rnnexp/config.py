@@ -169,21 +169,40 @@ def _parse_overrides(overrides: list[str]) -> list:
         raise ConfigError(f"{e.override}: {e.message.splitlines()[0]}") from e
 
 
+def _swept_groups(parsed: list) -> dict[str, str]:
+    """{group: ''} for the groups the command line sweeps, and {group: ' (by experiment=x)'}
+    for those an experiment chosen there sweeps in its `hydra.sweeper.params`."""
+    swept = {o.key_or_group: "" for o in parsed if o.is_sweep_override()}
+    chosen = [o for o in parsed if not o.is_sweep_override() and o.key_or_group == "experiment"]
+    if chosen:
+        search = [o.input_line for o in parsed if o.key_or_group == "hydra.searchpath"]
+        experiment = chosen[-1].input_line
+        try:
+            cfg = compose("config", [*search, experiment], return_hydra_config=True)
+        except (HydraException, OmegaConfBaseException, ValueError):
+            return swept  # its own error, which the caller reports
+        for group in cfg.hydra.sweeper.get("params") or {}:
+            swept.setdefault(str(group), f" (by {experiment})")
+    return swept
+
+
 def swept_group_hint(overrides: list[str], error: str) -> str:
     """How to set, per run, a fixed key of a swept group that `error` rejects, or ''.
 
     Hydra checks a multirun's fixed overrides against each swept group's default, so
     `-m cell=rnn,irnn cell.nonlinearity=relu` fails on the default LSTM's config; as a
     one-value sweep, `cell.nonlinearity=choice(relu)`, the key is set in each run instead.
+    The same holds for a group that an experiment sweeps (`-m experiment=smoke`).
     """
     parsed = _parse_overrides(overrides)
-    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    swept = _swept_groups(parsed)
     for o in parsed:
         key = o.key_or_group
-        if not o.is_sweep_override() and key.split(".")[0] in swept and f"'{key}'" in error:
+        group = key.split(".")[0]
+        if not o.is_sweep_override() and group in swept and f"'{key}'" in error:
             value = o.get_value_element_as_str()
             return (
-                f"; {key.split('.')[0]} is swept, and its default is what fixed keys are "
+                f"; {group} is swept{swept[group]}, and its default is what fixed keys are "
                 f"checked against: to set it in each run, write {key}=choice({value})"
             )
     return ""

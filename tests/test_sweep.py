@@ -311,6 +311,15 @@ def test_a_fixed_key_of_a_swept_group_gets_a_way_to_set_it(tmp_path):
     assert (pd.read_parquet(tmp_path / "summary.parquet").nonlinearity == "relu").all()
 
 
+def test_a_fixed_key_of_a_group_an_experiment_sweeps_gets_the_hint_too(tmp_path):
+    result = cli("-m", "experiment=smoke", "cell.nonlinearity=relu", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(
+        "; cell is swept (by experiment=smoke), and its default is what fixed keys are checked "
+        "against: to set it in each run, write cell.nonlinearity=choice(relu)"
+    )
+
+
 @pytest.mark.parametrize(
     "grid, message",
     [
