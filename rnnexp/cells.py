@@ -533,8 +533,9 @@ class LSTMCell(RecurrentCell):
         return jac
 
     def jacobian_factors(self, input: Tensor, state: Tensor) -> tuple[Tensor, ...]:
-        """(J's h-columns (B, 2m, m), diag of dh'/dc, diag of dc'/dc): half of J is diagonal,
-        so a product P J costs half the multiply-adds, and J its zero blocks' fill, of P @ J."""
+        """(J's h-columns (B, 2m, m), diag of dh'/dc, diag of dc'/dc). J's c-columns are two
+        diagonals: P J from these takes half the multiply-adds of P @ J, and no zero blocks
+        are filled to build it."""
         if type(self) is not LSTMCell:
             return super().jacobian_factors(input, state)
         h, c = self.unflatten_state(state)
