@@ -165,7 +165,7 @@ def state_jacobian_norms(
     spectrum of G has fallen off enough for 4 vectors to certify as well as 8, so after the first
     chunk whose lags all certified at the first Rayleigh-Ritz only the leading 4 are carried on:
     10% off the snapshot for the rnn and the GRU at m = 64, about none for the LSTM or at S = 256,
-    the same fallbacks in all (carrying 4 throughout made 35-75% more of them).
+    the same fallbacks in all (carrying 4 throughout made 20-70% more of them).
     """
     if ord not in NORMS:
         raise ValueError(f"ord must be 2 (spectral) or 'fro' (Frobenius); got {ord!r}")
