@@ -272,8 +272,9 @@ class RecurrentCell(nn.Module):
         """
         return self.state_jacobian(input, state) @ v
 
-    def jacobian_factors(self, input: Tensor, state: Tensor) -> tuple[Tensor, ...]:
-        """J = ds_t/ds_{t-1} at (input (B, n), flat state (B, S)) in the form that
+    def jacobian_factors(self, input: Tensor, state) -> tuple[Tensor, ...]:
+        """J = ds_t/ds_{t-1} at (input (B, n), state (B, S) flat or as `forward` takes it) in
+        the form that
         `left_jacobian_product` takes, each tensor batched in its first dimension (so time can
         be folded into it). Default: (J,). A cell whose J has structure (the LSTM's c-columns
         are two diagonals) returns less, and multiplies by it faster.
@@ -284,7 +285,8 @@ class RecurrentCell(nn.Module):
         self, p: Tensor, factors: tuple[Tensor, ...], out: Tensor | None = None
     ) -> Tensor:
         """p J for p (B, k, S), J given by `jacobian_factors`: the backward accumulation of
-        Jacobian products. `out`, if given, must not overlap p."""
+        Jacobian products. `out`, if given, must not overlap p; with it (as with any out=) the
+        product is not differentiable."""
         return torch.matmul(p, factors[0], out=out)
 
 
@@ -538,7 +540,7 @@ class LSTMCell(RecurrentCell):
         are filled to build it."""
         if type(self) is not LSTMCell:
             return super().jacobian_factors(input, state)
-        h, c = self.unflatten_state(state)
+        h, c = self.unflatten_state(self.flatten_state(state))
         i, f, g, o = self._gates(input, h)
         k, dc_dpre, dh_dpre_o = lstm_jacobian_factors(i, f, g, o, c, torch.tanh(f * c + i * g))
         B, m = k.shape

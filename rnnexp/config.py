@@ -171,8 +171,10 @@ def _parse_overrides(overrides: list[str]) -> list:
 
 def _swept_groups(parsed: list) -> dict[str, str]:
     """{group: ''} for the groups the command line sweeps, and {group: ' (by experiment=x)'}
-    for those an experiment chosen there sweeps in its `hydra.sweeper.params`."""
+    for those an experiment chosen there sweeps in its `hydra.sweeper.params`, unless the
+    command line fixes them (`cell=gru` beats the experiment's `cell: rnn,gru`)."""
     swept = {o.key_or_group: "" for o in parsed if o.is_sweep_override()}
+    fixed = {o.key_or_group for o in parsed if not o.is_sweep_override()}
     chosen = [o for o in parsed if not o.is_sweep_override() and o.key_or_group == "experiment"]
     if chosen:
         search = [o.input_line for o in parsed if o.key_or_group == "hydra.searchpath"]
@@ -182,7 +184,8 @@ def _swept_groups(parsed: list) -> dict[str, str]:
         except (HydraException, OmegaConfBaseException, ValueError):
             return swept  # its own error, which the caller reports
         for group in cfg.hydra.sweeper.get("params") or {}:
-            swept.setdefault(str(group), f" (by {experiment})")
+            if str(group) not in fixed:
+                swept.setdefault(str(group), f" (by {experiment})")
     return swept
 
 

@@ -162,10 +162,12 @@ def state_jacobian_norms(
     (9x) less than the batched eigvalsh, and is as exact. Where no direction ever dominates (an
     orthogonal RNN at scale 1, a chrono-initialised LSTM, an identity IRNN) nearly every P_t
     falls back and the cost is about that of the batched eigvalsh. Past those first lags the
-    spectrum of G has fallen off enough for 4 vectors to certify as well as 8, so after the first
-    chunk whose lags all certified at the first Rayleigh-Ritz only the leading 4 are carried on:
-    10% off the snapshot for the rnn and the GRU at m = 64, about none for the LSTM or at S = 256,
-    the same fallbacks in all (carrying 4 throughout made 20-70% more of them).
+    spectrum of G has mostly fallen off enough for 4 vectors to certify as well as 8, so after
+    the first chunk whose lags all certified at the first Rayleigh-Ritz only the leading 4 are
+    carried on, and 8 again, for good, after a chunk of 4 that did not: 10-14% off the snapshot
+    for the rnn at m = 64, 4-21% for the GRU, within noise for the LSTM and at S = 256, with the
+    same fallbacks at m = 64 (carrying 4 throughout made 20-70% more of them). At S = 256 a chunk
+    is a few lags, and the one chunk of 4 before the return cost up to 46 more (of 400-550).
     """
     if ord not in NORMS:
         raise ValueError(f"ord must be 2 (spectral) or 'fro' (Frobenius); got {ord!r}")
@@ -184,6 +186,7 @@ def state_jacobian_norms(
     gen = torch.Generator().manual_seed(0)  # a fixed start; the global RNG is left alone
     q = torch.linalg.qr(torch.randn(S, k, generator=gen, dtype=torch.float64)).Q.mT
     q = q.to(dtype=dtype, device=device).expand(B, k, S)  # orthonormal rows
+    dropped, may_shrink = None, k > _MIN_SUBSPACE_DIM  # the rows not carried while shrunk
     budget = _CHUNK_BYTES // 2 if spectral else _CHUNK_BYTES  # the P_t of a chunk are kept too
     for k0, factors in _jacobian_chunks(cell, inputs, states, budget, reverse=True):
         n = factors[0].shape[0]
@@ -215,9 +218,11 @@ def state_jacobian_norms(
         if spectral:
             flat = (t.flatten(0, 1) for t in (ps, qs, gqs))
             top, at_once = _certified_top_eigenvalue(*flat, tol=32 * torch.finfo(dtype).eps)
-            if at_once and k > _MIN_SUBSPACE_DIM:  # the leading rows span what k rows would
-                k = _MIN_SUBSPACE_DIM
-                q = q[:, :k]
+            if at_once and may_shrink and dropped is None:  # the leading rows span what
+                q, dropped = q[:, :_MIN_SUBSPACE_DIM], q[:, _MIN_SUBSPACE_DIM:]  # k rows would
+            elif not at_once and dropped is not None:  # 4 were not enough: 8 again, for good
+                q, dropped, may_shrink = _orthonormal_rows(torch.cat([q, dropped], 1)), None, False
+            k = q.shape[1]
             logs = logs + 0.5 * top.double().log().view(n, B)  # not +=: log_scale is a view
         else:
             logs = logs + frobs.double().log()

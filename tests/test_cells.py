@@ -357,10 +357,30 @@ def test_left_jacobian_product_applies_the_same_jacobian(kind, bias):
     expected = p @ cell.state_jacobian(x, s)
     factors = cell.jacobian_factors(x, s)
     torch.testing.assert_close(cell.left_jacobian_product(p, factors), expected)
+    as_forward_takes_it = cell.jacobian_factors(x, cell.unflatten_state(s))  # (h, c): LSTM
+    torch.testing.assert_close(cell.left_jacobian_product(p, as_forward_takes_it), expected)
     with torch.no_grad():
         out = torch.empty_like(p)
         assert cell.left_jacobian_product(p, factors, out=out) is out
         torch.testing.assert_close(out, expected)
+
+
+def test_an_lstm_subclass_that_changes_the_jacobian_multiplies_by_its_own():
+    """LSTMCell's factored product describes LSTMCell's J only: a subclass gets p @ its J."""
+
+    class Halved(LSTMCell):
+        def _jacobian(self, x, s):
+            return 0.5 * super()._jacobian(x, s)
+
+    torch.manual_seed(12)
+    cell = Halved(2, 3)
+    x, s, p = torch.randn(4, 2), torch.randn(4, 6), torch.randn(4, 2, 6)
+    expected = p @ cell.state_jacobian(x, s)
+    torch.testing.assert_close(cell.left_jacobian_product(p, cell.jacobian_factors(x, s)), expected)
+    ours = LSTMCell(2, 3)
+    ours.load_state_dict(cell.state_dict())
+    product = ours.left_jacobian_product(p, ours.jacobian_factors(x, s))
+    torch.testing.assert_close(product, 2 * expected)  # the test can tell the two apart
 
 
 def test_a_subclass_that_changes_the_equations_falls_back_to_its_own_jacobian():

@@ -312,12 +312,26 @@ def test_a_fixed_key_of_a_swept_group_gets_a_way_to_set_it(tmp_path):
 
 
 def test_a_fixed_key_of_a_group_an_experiment_sweeps_gets_the_hint_too(tmp_path):
-    result = cli("-m", "experiment=smoke", "cell.nonlinearity=relu", f"hydra.sweep.dir={tmp_path}")
+    """The hint names the experiment that sweeps the group, and its advice runs; a group the
+    command line fixes is not swept, whatever the experiment says."""
+    experiment = tmp_path / "conf" / "experiment" / "rnns.yaml"
+    experiment.parent.mkdir(parents=True)
+    experiment.write_text(
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      cell: rnn,irnn\n"
+    )
+    search = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    sweep = f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    result = cli("-m", search, "experiment=rnns", "cell.nonlinearity=relu", *TINY, sweep)
     assert result.returncode == 2
     assert result.stderr.strip().endswith(
-        "; cell is swept (by experiment=smoke), and its default is what fixed keys are checked "
+        "; cell is swept (by experiment=rnns), and its default is what fixed keys are checked "
         "against: to set it in each run, write cell.nonlinearity=choice(relu)"
     )
+    ok(cli("-m", search, "experiment=rnns", "cell.nonlinearity=choice(relu)", *TINY, sweep))
+    table = pd.read_parquet(tmp_path / "sweep" / "summary.parquet")
+    assert sorted(table.cell) == ["irnn", "rnn"] and (table.nonlinearity == "relu").all()
+    fixed = cli("-m", search, "experiment=rnns", "cell=gru", "cell.nonlinearity=relu", sweep)
+    assert fixed.returncode == 2 and "swept" not in fixed.stderr, fixed.stderr
 
 
 @pytest.mark.parametrize(
