@@ -274,10 +274,9 @@ class RecurrentCell(nn.Module):
 
     def jacobian_factors(self, input: Tensor, state) -> tuple[Tensor, ...]:
         """J = ds_t/ds_{t-1} at (input (B, n), state (B, S) flat or as `forward` takes it) in
-        the form that
-        `left_jacobian_product` takes, each tensor batched in its first dimension (so time can
-        be folded into it). Default: (J,). A cell whose J has structure (the LSTM's c-columns
-        are two diagonals) returns less, and multiplies by it faster.
+        the form that `left_jacobian_product` takes, each tensor batched in its first dimension
+        (so time can be folded into it). Default: (J,). A cell whose J has structure (the
+        LSTM's c-columns are two diagonals) returns less, and multiplies by it faster.
         """
         return (self.state_jacobian(input, state),)
 
@@ -519,34 +518,34 @@ class LSTMCell(RecurrentCell):
         c_new = f * c + i * g
         return o * torch.tanh(c_new), c_new
 
-    def _jacobian(self, x: Tensor, s: Tensor) -> Tensor:
+    def _jacobian_blocks(self, x: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(J's h-columns (B, 2m, m), rows h', c'; diag of dh'/dc; diag of dc'/dc)."""
         h, c = self.unflatten_state(s)
         i, f, g, o = self._gates(x, h)
         k, dc_dpre, dh_dpre_o = lstm_jacobian_factors(i, f, g, o, c, torch.tanh(f * c + i * g))
-        B, m = k.shape
+        m = k.shape[1]
         dc_dh = _diag_blocks_times(dc_dpre, self.weight_hh[: 3 * m])
-        jac = dc_dh.new_empty(B, 2 * m, 2 * m)  # rows h', c'; columns h, c
-        jac[..., m:] = 0  # two diagonal blocks: zeroing only them halves a costly fill
+        # diag(k) dc'/dh + diag(dh_dpre_o) W_ho
         dh_dh = (k[..., None] * dc_dh).addcmul_(dh_dpre_o[..., None], self.weight_hh[3 * m :])
-        jac[:, :m, :m] = dh_dh  # diag(k) dc'/dh + diag(dh_dpre_o) W_ho
-        jac[:, m:, :m] = dc_dh
-        jac[:, :m, m:].diagonal(dim1=-2, dim2=-1).copy_(k * f)
-        jac[:, m:, m:].diagonal(dim1=-2, dim2=-1).copy_(f)
+        return torch.cat([dh_dh, dc_dh], 1), k * f, f
+
+    def _jacobian(self, x: Tensor, s: Tensor) -> Tensor:
+        h_columns, dh_dc, dc_dc = self._jacobian_blocks(x, s)
+        B, m = dc_dc.shape
+        jac = h_columns.new_empty(B, 2 * m, 2 * m)  # rows h', c'; columns h, c
+        jac[..., m:] = 0  # two diagonal blocks: zeroing only them halves a costly fill
+        jac[..., :m] = h_columns
+        jac[:, :m, m:].diagonal(dim1=-2, dim2=-1).copy_(dh_dc)
+        jac[:, m:, m:].diagonal(dim1=-2, dim2=-1).copy_(dc_dc)
         return jac
 
-    def jacobian_factors(self, input: Tensor, state: Tensor) -> tuple[Tensor, ...]:
-        """(J's h-columns (B, 2m, m), diag of dh'/dc, diag of dc'/dc). J's c-columns are two
-        diagonals: P J from these takes half the multiply-adds of P @ J, and no zero blocks
-        are filled to build it."""
+    def jacobian_factors(self, input: Tensor, state) -> tuple[Tensor, ...]:
+        """(J's h-columns, diag of dh'/dc, diag of dc'/dc). J's c-columns are two diagonals:
+        P J from these takes half the multiply-adds of P @ J, and no zero blocks are filled to
+        build it."""
         if type(self) is not LSTMCell:
             return super().jacobian_factors(input, state)
-        h, c = self.unflatten_state(self.flatten_state(state))
-        i, f, g, o = self._gates(input, h)
-        k, dc_dpre, dh_dpre_o = lstm_jacobian_factors(i, f, g, o, c, torch.tanh(f * c + i * g))
-        B, m = k.shape
-        dc_dh = _diag_blocks_times(dc_dpre, self.weight_hh[: 3 * m])
-        dh_dh = (k[..., None] * dc_dh).addcmul_(dh_dpre_o[..., None], self.weight_hh[3 * m :])
-        return torch.cat([dh_dh, dc_dh], 1), k * f, f  # h-columns: rows h', c'
+        return self._jacobian_blocks(input, self.flatten_state(state))
 
     def left_jacobian_product(
         self, p: Tensor, factors: tuple[Tensor, ...], out: Tensor | None = None

@@ -186,20 +186,20 @@ def state_jacobian_norms(
     gen = torch.Generator().manual_seed(0)  # a fixed start; the global RNG is left alone
     q = torch.linalg.qr(torch.randn(S, k, generator=gen, dtype=torch.float64)).Q.mT
     q = q.to(dtype=dtype, device=device).expand(B, k, S)  # orthonormal rows
-    dropped, may_shrink = None, k > _MIN_SUBSPACE_DIM  # the rows not carried while shrunk
+    dropped, may_shrink = None, k > _MIN_SUBSPACE_DIM  # dropped: the rows set aside while shrunk
     budget = _CHUNK_BYTES // 2 if spectral else _CHUNK_BYTES  # the P_t of a chunk are kept too
     for k0, factors in _jacobian_chunks(cell, inputs, states, budget, reverse=True):
         n = factors[0].shape[0]
         scales = torch.empty(n, B, dtype=dtype, device=device)
         if spectral:
             ps = torch.empty(n, B, S, S, dtype=dtype, device=device)
-            qs = torch.empty(n, B, k, S, dtype=dtype, device=device)
+            qs = torch.empty(n, B, q.shape[1], S, dtype=dtype, device=device)
             gqs = torch.empty_like(qs)
         else:
             frobs = torch.empty(n, B, dtype=dtype, device=device)
+        steps = list(zip(*(f.unbind(0) for f in factors), strict=True))  # per-step views at once
         for i in range(n - 1, -1, -1):  # P_{j-1} = P_j J_j for j = k0 + i + 1
-            jac = [f[i] for f in factors]
-            p = cell.left_jacobian_product(p, jac, out=ps[i] if spectral else None)
+            p = cell.left_jacobian_product(p, steps[i], out=ps[i] if spectral else None)
             # largest entry scaled to 1 (P = 0 stays 0): unlike the Frobenius norm, the max
             # cannot underflow in a step that shrinks P by more than sqrt(tiny) at once. A max
             # below tiny (subnormal) is divided by as it is: clamped, it would be logged wrong,
@@ -218,11 +218,10 @@ def state_jacobian_norms(
         if spectral:
             flat = (t.flatten(0, 1) for t in (ps, qs, gqs))
             top, at_once = _certified_top_eigenvalue(*flat, tol=32 * torch.finfo(dtype).eps)
-            if at_once and may_shrink and dropped is None:  # the leading rows span what
-                q, dropped = q[:, :_MIN_SUBSPACE_DIM], q[:, _MIN_SUBSPACE_DIM:]  # k rows would
+            if at_once and may_shrink:  # once; the leading rows span what fewer rows would
+                q, dropped, may_shrink = q[:, :_MIN_SUBSPACE_DIM], q[:, _MIN_SUBSPACE_DIM:], False
             elif not at_once and dropped is not None:  # 4 were not enough: 8 again, for good
-                q, dropped, may_shrink = _orthonormal_rows(torch.cat([q, dropped], 1)), None, False
-            k = q.shape[1]
+                q, dropped = _orthonormal_rows(torch.cat([q, dropped], 1)), None
             logs = logs + 0.5 * top.double().log().view(n, B)  # not +=: log_scale is a view
         else:
             logs = logs + frobs.double().log()
