@@ -12,12 +12,14 @@ study of exploding gradients that is a result, not a crash.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import importlib.util
 import logging
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -147,6 +149,29 @@ def _set_global_state(cfg: DictConfig, parallel: bool) -> None:
     torch.set_num_threads(cfg.threads or (1 if parallel else TORCH_THREADS))
     if parallel:
         tqdm.set_lock(threading.RLock())
+
+
+def _exit_between_runs(signum: int, frame: Any) -> None:
+    raise SystemExit(130)  # multiprocessing ends a process quietly on SystemExit
+
+
+@contextlib.contextmanager
+def _interruptible_job(parallel: bool):
+    """A Ctrl-C ends a run with KeyboardInterrupt, and a job process between runs quietly.
+
+    joblib's job processes collect garbage after each job (~1 s over torch's objects), outside
+    the job: a Ctrl-C landing there ended the process with a traceback under the sweep's
+    one-line message (in CI, once). Between runs nothing of a run is open, so the handler
+    that this leaves behind exits with 130 instead.
+    """
+    if not parallel or threading.current_thread() is not threading.main_thread():
+        yield  # a signal handler can only be set from the main thread
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, _exit_between_runs)
 
 
 @torch.no_grad()
@@ -380,7 +405,7 @@ def app(cfg: DictConfig) -> None:
     names = {group: hc.runtime.choices.get(group) for group in ("cell", "task")}
     multirun = hc.mode == RunMode.MULTIRUN
     parallel = multirun and "BasicLauncher" not in hc.launcher._target_
-    with run_lock(run_dir) as mine:
+    with _interruptible_job(parallel), run_lock(run_dir) as mine:
         if not mine:
             busy = f"{run_dir} is being run by another process"
             if not multirun:
