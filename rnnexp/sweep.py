@@ -72,17 +72,12 @@ def check_grid(config: DictConfig) -> set[str]:
 def check_launcher(launcher: DictConfig) -> None:
     """The launcher key that joblib would reject only once the jobs start, with a traceback.
 
-    The rest of `hydra.launcher` Hydra checks itself, as it composes the config.
+    The rest of `hydra.launcher` Hydra checks itself, as it composes the config (its schema
+    makes n_jobs an integer).
     """
     if "joblib" in str(launcher.get("_target_", "")).lower():
-        n = launcher.get("n_jobs")
         allowed = "a non-zero integer (-1: every core, -2: all but one, ...)"
-        require(
-            isinstance(n, int) and not isinstance(n, bool) and n != 0,
-            "hydra.launcher.n_jobs",
-            allowed,
-            n,
-        )
+        require(launcher.n_jobs != 0, "hydra.launcher.n_jobs", allowed, launcher.n_jobs)
 
 
 class SweepCallback(Callback):
