@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field, fields
+from pathlib import PurePosixPath
 from typing import Any
 
 import torch
@@ -155,7 +156,25 @@ def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
             lines.append(str(e.__cause__).splitlines()[0])
         if lines[0].startswith("Ambiguous value"):  # a list of values: a sweep, or a list
             lines.append("to sweep over it, add -m; for a list, key=[a,b]")
-        raise ConfigError(": ".join(line.rstrip(".") for line in lines)) from e
+        message = ": ".join(line.rstrip(".") for line in lines)
+        if lines[0].startswith("Could not override '"):  # a misspelt key: say which there are
+            message += _keys_hint(config_name, overrides, lines[0].split("'")[1])
+        raise ConfigError(message) from e
+
+
+def _keys_hint(config_name: str, overrides: list[str], key: str) -> str:
+    """'; keys: a, b, ...' of the node that `key` (misspelt) was meant for, as composed without
+    it: what `+train.step` gets from _check_known_keys, and a cell's or task's own keys."""
+    parent = key.rpartition(".")[0]
+    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    try:
+        cfg = compose(config_name, overrides=rest)
+    except (HydraException, OmegaConfBaseException, ValueError):
+        return ""
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig):
+        return ""
+    return "; keys: " + ", ".join(str(k) for k in node if not str(k).startswith("_"))
 
 
 def _parse_overrides(overrides: list[str]) -> list:
@@ -209,6 +228,18 @@ def swept_group_hint(overrides: list[str], error: str) -> str:
                 f"checked against: to set it in each run, write {key}=choice({value})"
             )
     return ""
+
+
+def experiment_sweeps(overrides: list[str]) -> str:
+    """'experiment=x sweeps cell, task' where an experiment chosen in `overrides` sweeps
+    groups that they leave unfixed, else ''. Without -m Hydra ignores its
+    `hydra.sweeper.params`: one run of the defaults, and no word that the grid was skipped."""
+    parsed = _parse_overrides(overrides)
+    by = [group for group, why in _swept_groups(parsed).items() if why]
+    if not by:
+        return ""
+    experiment = [o.input_line for o in parsed if o.key_or_group == "experiment"][-1]
+    return f"{experiment} sweeps {', '.join(by)}"
 
 
 def split_grid(overrides: list[str]) -> list[list[str]]:
@@ -268,6 +299,10 @@ def check_values(cfg: DictConfig) -> None:
     require(
         cfg.threads is None or cfg.threads >= 1, "threads", "null or an integer >= 1", cfg.threads
     )
+    name = PurePosixPath(cfg.name)
+    below = name.parts and not name.is_absolute() and ".." not in name.parts
+    allowed = "a folder name under results/sweeps/ (not empty, absolute or with ..)"
+    require(bool(below), "name", allowed, cfg.name)
     device_names = "a torch device: cpu (no index), cuda, cuda:1, ..."
     require(_is_device_name(cfg.device), "device", device_names, cfg.device)
 

@@ -850,6 +850,10 @@ FILTERS = {
 }
 
 
+REFERENCE_FIGURES = Path(__file__).resolve().parents[1] / "results" / "figures"
+DIAGNOSTICS = ("jacobians", "gradients", "lyapunov")  # the tables that diagnostics write
+
+
 def figure_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
     """The options every plot script takes: the sweep folder, where to write, and filters."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
@@ -938,19 +942,30 @@ def script_main(
     if not args.sweep_dir.is_dir():
         print(f"{prog}: error: {args.sweep_dir} is not a folder", file=sys.stderr)
         return 2
+    out = args.out or args.sweep_dir / "figures"
+    if args.out is None and out.resolve() == REFERENCE_FIGURES:  # `plot_x.py results`
+        print(
+            f"{prog}: error: {out} holds the reference figures (make reproduce's): give --out",
+            file=sys.stderr,
+        )
+        return 2
     try:
         loaded = {}
         for table in tables:
             loaded[table] = load_runs(args.sweep_dir, table=table)
             if loaded[table].empty:
-                raise ValueError(f"no finished run under {args.sweep_dir} has a {table} table")
+                why = (
+                    " (runs with diagnostics.enabled=false write none)"
+                    if table in DIAGNOSTICS
+                    else ""
+                )
+                raise ValueError(f"no finished run under {args.sweep_dir} has a {table} table{why}")
         loaded = select(loaded, args, one_of, log=lambda m: print(f"{prog}: {m}", file=sys.stderr))
         fig = draw(loaded, args)
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     stem = args.name or (name(args) if callable(name) else name)
-    out = args.out or args.sweep_dir / "figures"
     try:
         paths = save(fig, out, stem)
     except OSError as e:

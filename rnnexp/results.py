@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -83,19 +83,22 @@ def write_text(text: str, path: str | os.PathLike) -> None:
         tmp.write_text(text)
 
 
-def config_columns(cfg: Mapping[str, Any], choices: Mapping[str, str]) -> dict[str, Any]:
+def config_columns(
+    cfg: Mapping[str, Any], choices: Mapping[str, str], reserved: Collection[str] = ()
+) -> dict[str, Any]:
     """The config values a sweep may vary, as flat summary columns: every one that the run id
     hashes, so that runs told apart by their id are told apart by their columns too.
 
     `cell` and `task` hold the config choices' names (e.g. irnn, copy), not the classes. The
     cell's, task's and train's keys keep their own names (hidden_size, seq_len, lr, ...). A key
     of a cell or task of one's own that would clash with a column of the fixed schema (train's
-    keys, `seed`, `device`, ...) or with an earlier group's key gets its group's prefix
-    (`cell_steps`, `task_lr`), rather than overwriting it; the diagnostics' keys are all
-    prefixed `diagnostics_` (their batch_size is not train's).
+    keys, `seed`, `device`, ...), with an earlier group's key or with a `reserved` name (the
+    results beside them: `status`, `steps_done`, ...) gets its group's prefix (`cell_steps`,
+    `task_lr`, `task_status`), rather than overwriting it or being overwritten; the
+    diagnostics' keys are all prefixed `diagnostics_` (their batch_size is not train's).
     """
     cols: dict[str, Any] = {"cell": choices["cell"], "task": choices["task"], "seed": cfg["seed"]}
-    fixed = {"device", *cfg["train"]}  # beside cols, which holds the earlier groups' keys
+    fixed = {"device", *cfg["train"], *reserved}  # beside cols: the earlier groups' keys
     for group in ("cell", "train", "task"):
         for key, value in cfg[group].items():
             if key.startswith("_"):

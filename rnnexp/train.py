@@ -19,6 +19,7 @@ import logging
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -40,12 +41,14 @@ from tqdm.auto import tqdm
 
 from rnnexp import diagnostics
 from rnnexp.allocator import retain_freed_memory
+from rnnexp.cells import RecurrentCell
 from rnnexp.config import (
     OPTIMIZERS,
     ConfigError,
     check_device_available,
     check_values,
     compose_checked,
+    experiment_sweeps,
     fixed_overrides,
     register_configs,
     register_resolvers,
@@ -89,9 +92,12 @@ def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
             raise ConfigError(f"{group}: {cause}") from cause
         if isinstance(cause, ImportError):  # say why: a typo in _target_, or in its module
             why = cause.__cause__ or cause
-            raise ConfigError(
-                f"{group}: cannot import {node._target_}: {type(why).__name__}: {why}"
-            ) from e
+            module, _, name = node._target_.rpartition(".")
+            if isinstance(why, ModuleNotFoundError) and why.name == node._target_ and module:
+                why = f"module {module} has no {name}"  # not "... is not a package"
+            else:
+                why = f"{type(why).__name__}: {why}"
+            raise ConfigError(f"{group}: cannot import {node._target_}: {why}") from e
         if cause is None:
             raise ConfigError(f"{group}: {str(e).splitlines()[0]}") from e
         if isinstance(cause, MemoryError) or (
@@ -100,6 +106,34 @@ def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
             why = str(cause).split("DefaultCPUAllocator: ")[-1] or "out of memory"
             raise ConfigError(f"{group}: too large for this machine: {why}") from cause
         raise
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system that tells
+        return None
+
+
+def _check_batch_sizes(cfg: DictConfig, task) -> None:
+    """A batch whose inputs and targets alone exceed this machine's memory is a size typo
+    (batch_size=100000000000): one line now, rather than a failed run once training starts.
+    Priced from one drawn sample, so any task's shapes and dtypes count."""
+    memory = _physical_memory()
+    if memory is None:
+        return
+    with torch.random.fork_rng(devices=[]):
+        sample = task.sample(1, torch.Generator().manual_seed(0))
+    per_sample = sum(x.numel() * x.element_size() for x in sample)
+    for key in ("batch_size", "eval_batch_size"):
+        need = per_sample * cfg.train[key]
+        require(
+            need <= memory,
+            f"train.{key}",
+            f"small enough for this machine: its batch would take {need / 2**30:.3g} GiB of "
+            f"{memory / 2**30:.3g} GiB",
+            cfg.train[key],
+        )
 
 
 def build(cfg: DictConfig) -> tuple[Any, SequenceModel]:
@@ -116,7 +150,11 @@ def build(cfg: DictConfig) -> tuple[Any, SequenceModel]:
     except Exception as e:  # a task of one's own: what it got wrong, in one line
         message = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         raise ConfigError(f"task: {message}") from e
+    _check_batch_sizes(cfg, task)
     cell = _instantiate("cell", cfg.cell, input_size=task.input_size)
+    if not isinstance(cell, RecurrentCell):  # torch.nn.GRUCell, say: no flat state, no Jacobian
+        what = f"{type(cell).__module__}.{type(cell).__qualname__}"
+        raise ConfigError(f"cell: {what} is not a rnnexp.cells.RecurrentCell (see Adding a cell)")
     k, size = cfg.diagnostics.lyapunov_k, cell.state_size
     allowed = f"<= the cell's state size {size}"
     require(not cfg.diagnostics.enabled or k <= size, "diagnostics.lyapunov_k", allowed, k)
@@ -338,9 +376,15 @@ def write_summary(run_dir: Path, columns: dict, values: dict) -> None:
     write_table(frame, run_dir / "summary.parquet")
 
 
+# what a config column must not be called: the summary's results, and the columns that
+# load_runs adds (run_dir) or joins the config columns to (the long tables' own)
+RESERVED_COLUMNS = {*RESULT_TYPES, "run_id", "run_dir", "step", "t", "lag", "norm", "index"}
+
+
 def summary_columns(cfg: DictConfig, names: dict[str, str]) -> dict[str, Any]:
     """The summary's config columns, run_id last."""
-    columns = config_columns(OmegaConf.to_container(cfg, resolve=True), names)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    columns = config_columns(container, names, reserved=RESERVED_COLUMNS)
     return columns | {"run_id": run_id(cfg)}
 
 
@@ -463,16 +507,20 @@ LAUNCHER_PLUGINS = {
 
 
 def missing_launcher(argv: list[str]) -> str | None:
-    """The one-line error for a launcher whose plugin is not installed, else None.
-
-    Hydra would only say that the config `hydra/launcher/NAME` is not found.
-    """
+    """The one-line error for a launcher this machine cannot run, else None: its plugin is not
+    installed (Hydra would only say that the config `hydra/launcher/NAME` is not found), or
+    `slurm` where there is no SLURM (submitit's 25-line traceback, once the sweep starts)."""
     for arg in argv:
         if arg.startswith("hydra/launcher="):
             choice = arg.split("=", 1)[1]
             for prefix, (module, package, extra) in LAUNCHER_PLUGINS.items():
                 if choice.startswith(prefix) and importlib.util.find_spec(module) is None:
                     return f'hydra/launcher={choice} needs {package}: pip install -e ".[{extra}]"'
+            if choice == "slurm" and shutil.which("srun") is None:
+                return (
+                    "hydra/launcher=slurm needs SLURM: no srun on this machine "
+                    "(hydra/launcher=submitit_local runs the same jobs here)"
+                )
     return None
 
 
@@ -506,6 +554,8 @@ def check_single_run(argv: list[str]) -> None:
                 raise ConfigError(f"{e}{swept_group_hint(overrides, str(e))}") from e
         else:
             cfg = compose_checked("config", overrides)
+            if swept := experiment_sweeps(overrides):  # without -m Hydra ignores its grid
+                raise ConfigError(f"{swept}: add -m to run its grid")
     if not multirun:  # the sweep callback builds every point
         build(cfg)
 

@@ -554,6 +554,24 @@ def test_script_writes_beside_the_sweep_by_default_and_filters_on_norm(sweep, ca
     assert capsys.readouterr().out.split()[0] == str(sweep / "figures" / "vanishing.png")
 
 
+def test_script_refuses_to_overwrite_the_reference_figures(sweep, tmp_path, monkeypatch, capsys):
+    """`plot_vanishing.py results`: every run under results/, and by default its figure into
+    results/figures/, over the committed one. A diagnostics table that no run has says why."""
+    results = tmp_path / "results"
+    (results / "figures").mkdir(parents=True)
+    monkeypatch.setattr(plots, "REFERENCE_FIGURES", results / "figures")
+    main = load_script("plot_vanishing").main
+    assert main([str(results)]) == 2
+    assert "results/figures holds the reference figures (make reproduce's): give --out" in (
+        capsys.readouterr().err
+    )
+    assert not list((results / "figures").iterdir())
+    assert main([str(results), "--out", str(tmp_path / "mine")]) == 1  # let through: no runs
+    assert "has a jacobians table (runs with diagnostics.enabled=false write none)" in (
+        capsys.readouterr().err
+    )
+
+
 def test_script_runs_as_a_file(sweep, tmp_path, monkeypatch, capsys):
     """`python scripts/plot_X.py ...`, as the README shows: the file's __main__ block, in
     process (a subprocess would spend seconds importing torch through the package). The

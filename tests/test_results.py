@@ -67,7 +67,8 @@ def test_a_key_of_ones_own_cell_or_task_never_overwrites_another_column():
         "task": {"_target_": "x.Task", "seq_len": 20, "lr": 0.5, "hidden_size": 2, "device": 1},
         "diagnostics": {"batch_size": 16},
     }
-    cols = config_columns(cfg, {"cell": "mine", "task": "ours"})
+    cfg["task"] |= {"status": "x", "step": 2}  # named as a result, and a long table's column
+    cols = config_columns(cfg, {"cell": "mine", "task": "ours"}, reserved={"status", "step"})
     assert cols == {
         "cell": "mine",
         "task": "ours",
@@ -81,6 +82,8 @@ def test_a_key_of_ones_own_cell_or_task_never_overwrites_another_column():
         "task_lr": 0.5,
         "task_hidden_size": 2,
         "task_device": 1,
+        "task_status": "x",
+        "task_step": 2,
         "diagnostics_batch_size": 16,
         "device": "cpu",
     }

@@ -401,3 +401,99 @@ def test_lstm_learns_the_adding_problem_at_t20(tmp_path):
     assert "seq_len: 20" in config and "${" not in config  # resolved
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     assert "cell.weight_hh" in state
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        # without -m Hydra would run the defaults once and drop the experiment's grid
+        (["experiment=smoke"], "experiment=smoke sweeps cell, task: add -m to run its grid"),
+        (["name="], "name must be a folder name under results/sweeps/ (not empty, absolute or"),
+        (["name=../elsewhere"], "name must be a folder name under results/sweeps/"),
+        (["name=/tmp/x"], "name must be a folder name under results/sweeps/"),
+        # a size typo: a batch past this machine's memory, before any run (not a failed one)
+        (["train.batch_size=100000000000"], "train.batch_size must be small enough for this"),
+        (["train.eval_batch_size=100000000000"], "train.eval_batch_size must be small enough"),
+        (  # the misspelt key's node, and its keys (a task's own too)
+            ["train.step=10"],
+            "Could not override 'train.step': Key 'step' not in 'TrainConfig'; keys: steps, "
+            "batch_size, optimizer, lr, clip_grad_norm, log_every, eval_every, eval_batch_size",
+        ),
+        (["task.seqlen=5"], "Key 'seqlen' is not in struct; keys: seq_len, solved_accuracy"),
+    ],
+)
+def test_config_mistakes_found_before_any_run(argv, message):
+    """In process, as `main` checks a command before Hydra starts (the one-line printing and
+    exit code 2 are test_bad_values_end_with_one_line's)."""
+    from rnnexp.config import ConfigError
+    from rnnexp.train import check_single_run
+
+    with pytest.raises(ConfigError) as error:
+        check_single_run(argv)
+    assert message in str(error.value), error.value
+
+
+def test_an_experiment_whose_grid_the_command_fixes_runs_without_m():
+    from rnnexp.train import check_single_run
+
+    check_single_run(["experiment=smoke", "cell=gru", "task=adding"])  # no error
+
+
+@pytest.mark.parametrize(
+    "group, text, message",
+    [
+        (  # torch's own cell: no flat state, no Jacobian
+            "cell",
+            "_target_: torch.nn.GRUCell\nhidden_size: 8\n",
+            "cell: torch.nn.modules.rnn.GRUCell is not a rnnexp.cells.RecurrentCell",
+        ),
+        (  # the module is there, the class not: not Python's "... is not a package"
+            "task",
+            "_target_: rnnexp.tasks.NoSuchTask\n",
+            "task: cannot import rnnexp.tasks.NoSuchTask: module rnnexp.tasks has no NoSuchTask",
+        ),
+    ],
+)
+def test_a_config_of_ones_own_naming_the_wrong_class(tmp_path, group, text, message):
+    from rnnexp.config import ConfigError
+    from rnnexp.train import check_single_run
+
+    path = tmp_path / "conf" / group / "mine.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    search = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    with pytest.raises(ConfigError, match="^" + message.replace(".", r"\.")):
+        check_single_run([search, f"{group}=mine"])
+
+
+def test_a_task_key_named_as_a_result_gets_a_prefix():
+    """A task's `status` would otherwise be overwritten by the run's status in the summary."""
+    from omegaconf import OmegaConf
+
+    from rnnexp.train import summary_columns
+
+    cfg = OmegaConf.create(
+        {
+            "cell": {"hidden_size": 8},
+            "task": {"seq_len": 5, "status": "x", "lag": 3},
+            "train": {"steps": 1},
+            "diagnostics": {"norm": "2"},
+            "seed": 0,
+            "device": "cpu",
+        }
+    )
+    columns = summary_columns(cfg, {"cell": "rnn", "task": "mine"})
+    assert columns["task_status"] == "x" and columns["task_lag"] == 3
+    assert "status" not in columns and "lag" not in columns
+
+
+def test_slurm_without_srun_is_one_line(monkeypatch):
+    from rnnexp import train
+
+    monkeypatch.setattr(train.shutil, "which", lambda name: None)
+    assert train.missing_launcher(["hydra/launcher=slurm"]) == (
+        "hydra/launcher=slurm needs SLURM: no srun on this machine "
+        "(hydra/launcher=submitit_local runs the same jobs here)"
+    )
+    monkeypatch.setattr(train.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert train.missing_launcher(["hydra/launcher=slurm"]) is None
