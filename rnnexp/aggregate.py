@@ -23,6 +23,8 @@ def aggregate(sweep_dir: str | Path, csv: bool = False) -> pd.DataFrame:
     """Write `summary.parquet` (and optionally `summary.csv`) at the sweep root: one row per
     finished run in the folder, whichever invocation of the sweep produced it."""
     sweep_dir = Path(sweep_dir)
+    if (sweep_dir / "config.yaml").exists():  # its summary.parquet is the run's own
+        raise ValueError(f"{sweep_dir} is a run's folder, not a sweep's")
     table = load_runs(sweep_dir)
     if table.empty:
         if (sweep_dir / "multirun.yaml").exists():  # a sweep's root (Hydra's file): no stale
@@ -95,7 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.sweep_dir.is_dir():
         print(f"error: {args.sweep_dir} is not a folder", file=sys.stderr)
         return 2
-    table = aggregate(args.sweep_dir, csv=args.csv)
+    try:
+        table = aggregate(args.sweep_dir, csv=args.csv)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(report(args.sweep_dir, table, missing=unfinished_runs(args.sweep_dir, table)))
     return 1 if (not table.empty and (table["status"] == "failed").any()) else 0
 

@@ -95,6 +95,20 @@ def test_gru_conversion_round_trip_is_exact():
     torch.testing.assert_close(ours.to_torch()(x, h), ours(x, h), rtol=1e-14, atol=1e-14)
 
 
+def test_gru_conversion_keeps_the_cells_dtype():
+    """A float64 cell converts to a float64 one, both ways, under torch's float32 default (the
+    module's other tests run with float64 as the default, where a lost dtype would not show)."""
+    torch.set_default_dtype(torch.float32)  # the fixture restores what it found
+    torch.manual_seed(3)
+    ref = nn.GRUCell(2, 3).double()
+    ours = GRUCell.from_torch(ref)
+    back = ours.to_torch()
+    assert ours.weight_hh.dtype == back.weight_hh.dtype == torch.float64
+    x, h = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(ours(x, h), ref(x, h), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(back(x, h), ref(x, h), rtol=1e-14, atol=1e-14)
+
+
 def test_gru_load_state_dict_keeps_our_convention():
     torch.manual_seed(1)
     ref = nn.GRUCell(2, 3)

@@ -446,3 +446,52 @@ def test_memory_horizon_of_an_overflowed_sample_is_nan_not_full_memory():
     logs[:10, 1] = math.nan  # NaN only past the crossing at lag 25: the horizon stands
     rate, horizon = memory_horizon(logs)
     assert math.isnan(rate) and horizon == 25.0
+
+
+@pytest.mark.parametrize("kind", ["tanh", "gru", "lstm"])
+def test_all_exponents_sum_to_the_mean_log_determinant(kind):
+    """With k = S and no warm-up, Benettin's sum of log|R_ii| telescopes to the mean of
+    log|det J_t| over the run: a closed form for nonlinear cells too, J_t by autograd at each
+    state of the reference unroll."""
+    torch.manual_seed(7)
+    cell = CELLS[kind](2, 3)
+    inputs = torch.randn(10, 2, 2)
+    S = cell.state_size
+    states = cell.scan(inputs).detach()  # (T+1, B, S)
+    logdets = torch.stack(
+        [
+            torch.stack(
+                [
+                    torch.linalg.slogdet(
+                        torch.autograd.functional.jacobian(
+                            lambda s, x=inputs[t, b]: cell.step(x[None], s[None])[0],
+                            states[t, b],
+                        )
+                    ).logabsdet
+                    for b in range(inputs.shape[1])
+                ]
+            )
+            for t in range(inputs.shape[0])
+        ]
+    )
+    exponents = lyapunov_exponents(cell, inputs, k=S)
+    torch.testing.assert_close(exponents.sum(-1), logdets.mean(0), rtol=1e-10, atol=1e-12)
+
+
+def test_norms_come_in_the_inputs_dtype():
+    """log=False: float32 in, float32 out (the other tests run in float64)."""
+    cell, inputs, brute = _case("tanh", 3, 12, 3, seed=0)
+    norms = state_jacobian_norms(copy.deepcopy(cell).float(), inputs.float())
+    assert norms.dtype == torch.float32
+    torch.testing.assert_close(norms.double(), brute[2], rtol=1e-5, atol=0)
+
+
+def test_no_gap_is_claimed_between_two_equal_eigenvalues():
+    """G = diag(1, 1, 0) with q spanning both leading eigenvectors: theta = (1, 1), and lambda_2
+    = 1 is bounded by tr G - theta_1 = 1, never by tr G - theta_1 - theta_2 = 0, which would
+    claim a gap (theta_1 > eta) that does not exist."""
+    g = torch.diag(torch.tensor([1.0, 1.0, 0.0]))[None]
+    q = torch.eye(3)[:2][None]
+    trace = torch.tensor([2.0])
+    _, _, gap = jacobians._ritz_certificate(q, q @ g, trace, None, tol=1e-12)
+    assert not gap.item()

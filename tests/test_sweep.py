@@ -14,6 +14,7 @@ from conftest import REPO, TESTS_CONF, TINY, cli, ok, user_env
 
 from rnnexp import train
 from rnnexp.aggregate import aggregate
+from rnnexp.aggregate import main as aggregate_main
 from rnnexp.results import load_runs, run_lock, write_table
 
 
@@ -255,6 +256,12 @@ def test_a_failing_run_does_not_sink_the_sweep(tmp_path):
     result = ok(cli(*args, "task.seq_len=4,6"))
     assert "2 runs: 2 ok, 0 diverged, 0 failed (2 of them skipped" in result.stdout
     assert f"table: {tmp_path / 'summary.parquet'} (all 3 runs in the folder)" in result.stdout
+    # and the aggregate command says so too, by its exit code (a script's check)
+    assert aggregate_main([str(tmp_path)]) == 1
+    run = tmp_path / table.loc[4, "run_id"]  # not a sweep: its own summary is left alone
+    written = (run / "summary.parquet").stat().st_mtime_ns
+    assert aggregate_main([str(run)]) == 2
+    assert (run / "summary.parquet").stat().st_mtime_ns == written
 
 
 @pytest.mark.parametrize(

@@ -497,3 +497,106 @@ def test_slurm_without_srun_is_one_line(monkeypatch):
     )
     monkeypatch.setattr(train.shutil, "which", lambda name: f"/usr/bin/{name}")
     assert train.missing_launcher(["hydra/launcher=slurm"]) is None
+
+
+def _run_in_process(out, overrides, names=("rnn", "copy")):
+    """rnnexp.train.run on the composed config, in this process (no command's start-up)."""
+    import hydra
+
+    from rnnexp.train import CONF_DIR, run
+
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        cfg = hydra.compose(
+            "config", overrides=[f"cell={names[0]}", f"task={names[1]}", *overrides]
+        )
+    run(cfg, out, {"cell": names[0], "task": names[1]})
+    return cfg
+
+
+def test_recorded_numbers_match_an_independent_computation(tmp_path, monkeypatch):
+    """What the tables say, recomputed outside the trainer: the unclipped gradient norm, the
+    windows' means, the final evaluation when steps is no multiple of eval_every, the first
+    solving step, one evaluation batch for every seed, and the snapshot's statistics with the
+    configured norm, threshold and Lyapunov warm-up."""
+    from rnnexp.jacobians import gradient_norms, lyapunov_exponents
+    from rnnexp.tasks import CopyTask
+    from rnnexp.train import EVAL_SEED, build
+
+    eval_batches = []
+    sample = CopyTask.sample
+
+    def spy(self, batch, generator):
+        drawn = sample(self, batch, generator)
+        if batch == 32:
+            eval_batches.append(drawn[0].clone())
+        return drawn
+
+    monkeypatch.setattr(CopyTask, "sample", spy)
+    overrides = [
+        "cell.hidden_size=8",
+        "task.seq_len=5",
+        "task.solved_accuracy=0.01",
+        "train.steps=5",
+        "train.eval_every=2",
+        "train.log_every=1",
+        "train.batch_size=8",
+        "train.eval_batch_size=32",
+        "train.clip_grad_norm=1e-6",
+        "diagnostics.batch_size=4",
+        "diagnostics.snapshots=2",
+        "diagnostics.norm=fro",
+        "diagnostics.threshold=0.1",
+        "diagnostics.lyapunov_k=2",
+        "progress=false",
+    ]
+    cfg = _run_in_process(tmp_path / "a", overrides)
+    _run_in_process(tmp_path / "b", [*overrides, "train.log_every=2"])
+    _run_in_process(tmp_path / "c", [*overrides, "seed=1", "train.steps=1"])
+    a, b = (pd.read_parquet(tmp_path / r / "metrics.parquet") for r in "ab")
+    summary = pd.read_parquet(tmp_path / "a" / "summary.parquet").iloc[0]
+
+    # the first step, by hand: the gradient's norm before clipping (1e-6 would hide it)
+    torch.manual_seed(0)
+    task, model = build(cfg)
+    inputs, targets = task.sample(8, torch.Generator().manual_seed(0))
+    loss = task.loss(model(inputs, output_steps=task.output_steps), targets)
+    loss.backward()
+    norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
+    first = a.set_index("step").loc[1]
+    assert norm > 1e-3 and first.grad_norm == pytest.approx(norm, rel=1e-6)
+    assert first.train_loss == pytest.approx(loss.item(), rel=1e-6)
+    # a row of a log_every=2 run sums up the same two steps of the log_every=1 run
+    pair, row = a.set_index("step").loc[[1, 2]], b.set_index("step").loc[2]
+    assert row.train_loss == pytest.approx(pair.train_loss.mean(), rel=1e-12)
+    assert row.grad_norm == pytest.approx(pair.grad_norm.mean(), rel=1e-12)
+    assert row.grad_norm_max == pair.grad_norm.max() and pair.grad_norm.nunique() == 2
+    # evaluations at every eval_every steps and at the last; the first solving one counts
+    evals = a[a.eval_loss.notna()]
+    assert evals.step.tolist() == [0, 2, 4, 5]
+    assert summary.final_eval_loss == evals.eval_loss.iloc[-1]
+    solving = evals[evals.eval_accuracy >= 0.01].step.tolist()
+    assert len(solving) >= 2 and summary.solved_step == solving[0]
+    # the evaluation batch is the task's, not the seed's
+    assert len(eval_batches) == 3 and torch.equal(eval_batches[0], eval_batches[2])
+
+    # the snapshot at initialisation, recomputed from the model at initialisation
+    torch.manual_seed(0)
+    _, model = build(cfg)
+    x, y = task.sample(32, torch.Generator().manual_seed(EVAL_SEED))
+    x, y = x[:, :4], y[:, :4]
+    log_grads = torch.log10(gradient_norms(model, task, x, y))  # (T+1, 4)
+    g = pd.read_parquet(tmp_path / "a" / "gradients.parquet").query("step == 0")
+    expected = torch.quantile(log_grads, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64), 1)
+    for column, values in zip(("q10", "median", "q90"), expected, strict=True):
+        np.testing.assert_allclose(g[f"log10_grad_norm_{column}"], values, rtol=1e-12)
+    np.testing.assert_allclose(g.log10_grad_norm_mean, log_grads.mean(1), rtol=1e-12)
+    warmup = x.shape[0] // 2  # the trainer's: half the run aligns the QR frame
+    exponents = lyapunov_exponents(model.cell, x, k=2, warmup=warmup).mean(0)
+    lyap = pd.read_parquet(tmp_path / "a" / "lyapunov.parquet").query("step == 0")
+    np.testing.assert_allclose(lyap.lyapunov_exponent_mean, exponents, rtol=1e-6)
+    j = pd.read_parquet(tmp_path / "a" / "jacobians.parquet").query("step == 0")
+    median = j.sort_values("lag").log10_jacobian_norm_median.to_numpy()
+    assert (j.norm == "fro").all() and median[0] == pytest.approx(0.5 * math.log10(8))
+    below = [np.flatnonzero(median < level) for level in (-1, -3)]  # thresholds 0.1, 1e-3
+    assert len(below[0]) and not np.array_equal(below[0][:1], below[1][:1])  # they differ
+    assert summary.memory_horizon_init == below[0][0]
