@@ -551,7 +551,9 @@ def check_single_run(argv: list[str]) -> None:
             try:
                 cfg = compose_checked("config", fixed_overrides(overrides))
             except ConfigError as e:
-                raise ConfigError(f"{e}{swept_group_hint(overrides, str(e))}") from e
+                if hint := swept_group_hint(overrides, str(e)):  # the default's keys mislead
+                    raise ConfigError(f"{str(e).partition('; keys: ')[0]}{hint}") from e
+                raise
         else:
             cfg = compose_checked("config", overrides)
             if swept := experiment_sweeps(overrides):  # without -m Hydra ignores its grid
