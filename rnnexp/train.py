@@ -118,13 +118,13 @@ def _physical_memory() -> int | None:
 def _check_batch_sizes(cfg: DictConfig, task) -> None:
     """A batch whose inputs and targets alone exceed this machine's memory is a size typo
     (batch_size=100000000000): one line now, rather than a failed run once training starts.
-    Priced from one drawn sample, so any task's shapes and dtypes count."""
+    Priced from a drawn batch of 2 (as check_task draws), so any task's shapes and dtypes count."""
     memory = _physical_memory()
     if memory is None:
         return
     with torch.random.fork_rng(devices=[]):
-        sample = task.sample(1, torch.Generator().manual_seed(0))
-    per_sample = sum(x.numel() * x.element_size() for x in sample)
+        pair = task.sample(2, torch.Generator().manual_seed(0))
+    per_sample = sum(x.numel() * x.element_size() for x in pair) / 2
     for key in ("batch_size", "eval_batch_size"):
         need = per_sample * cfg.train[key]
         require(
