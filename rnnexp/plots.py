@@ -950,18 +950,23 @@ def script_main(
         )
         return 2
     try:
-        loaded = {}
-        for table in tables:
-            loaded[table] = load_runs(args.sweep_dir, table=table)
-            if loaded[table].empty:
-                why = (
-                    " (runs with diagnostics.enabled=false write none)"
-                    if table in DIAGNOSTICS
-                    else ""
-                )
-                raise ValueError(f"no finished run under {args.sweep_dir} has a {table} table{why}")
-        loaded = select(loaded, args, one_of, log=lambda m: print(f"{prog}: {m}", file=sys.stderr))
-        fig = draw(loaded, args)
+        with warnings.catch_warnings():  # and restores it: one line per warning, not two
+            warnings.showwarning = lambda message, *_: print(
+                f"{prog}: warning: {message}", file=sys.stderr
+            )
+            loaded = {}
+            for table in tables:
+                loaded[table] = load_runs(args.sweep_dir, table=table)
+                if loaded[table].empty:
+                    why = " (runs with diagnostics.enabled=false write none)"
+                    why = why if table in DIAGNOSTICS else ""
+                    raise ValueError(
+                        f"no finished run under {args.sweep_dir} has a {table} table{why}"
+                    )
+            loaded = select(
+                loaded, args, one_of, log=lambda m: print(f"{prog}: {m}", file=sys.stderr)
+            )
+            fig = draw(loaded, args)
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1

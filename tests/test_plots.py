@@ -7,6 +7,7 @@ import itertools
 import math
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 import warnings
@@ -570,6 +571,22 @@ def test_script_refuses_to_overwrite_the_reference_figures(sweep, tmp_path, monk
     assert "has a jacobians table (runs with diagnostics.enabled=false write none)" in (
         capsys.readouterr().err
     )
+
+
+def test_script_warnings_take_one_line(sweep, tmp_path, capsys):
+    """Runs pooled that differ in lr: the warning as `prog: warning: ...`, not Python's two
+    lines (file:line: UserWarning, then the source line)."""
+    mixed = tmp_path / "mixed"
+    shutil.copytree(sweep, mixed)
+    for path in mixed.glob("*/summary.parquet"):
+        summary = pd.read_parquet(path)
+        if (summary.cell == "rnn").all() and (summary.seed == 1).all():
+            write_table(summary.assign(lr=0.5), path)
+    main = load_script("plot_vanishing").main
+    assert main([str(mixed), "--seq-len", "20", "--hidden-size", "16", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert "plot_vanishing.py: warning: jacobians: the rnn runs pooled differ in lr" in err
+    assert not any("UserWarning" in line for line in err)
 
 
 def test_script_runs_as_a_file(sweep, tmp_path, monkeypatch, capsys):
