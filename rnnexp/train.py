@@ -87,7 +87,13 @@ def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
     except InstantiationException as e:
         cause = e.__cause__
         if isinstance(cause, ValueError):  # our constructors start with the argument's name
-            raise ConfigError(f"{group}.{cause}") from cause
+            key = str(cause).split(" ", 1)[0]  # and a value set elsewhere says where from:
+            where = (  # lstm_chrono's chrono_max_len is ${task.seq_len}
+                f" (= {OmegaConf.to_container(node)[key]})"
+                if key in node and OmegaConf.is_interpolation(node, key)
+                else ""
+            )
+            raise ConfigError(f"{group}.{cause}{where}") from cause
         if isinstance(cause, TypeError):  # an argument the constructor does not take
             raise ConfigError(f"{group}: {cause}") from cause
         if isinstance(cause, ImportError):  # say why: a typo in _target_, or in its module

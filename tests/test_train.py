@@ -420,6 +420,10 @@ def test_lstm_learns_the_adding_problem_at_t20(tmp_path):
             "batch_size, optimizer, lr, clip_grad_norm, log_every, eval_every, eval_batch_size",
         ),
         (["task.seqlen=5"], "Key 'seqlen' is not in struct; keys: seq_len, solved_accuracy"),
+        (  # a value another key sets: where it comes from
+            ["cell=lstm_chrono", "task.seq_len=2"],
+            "cell.chrono_max_len must be an integer >= 3, got 2 (= ${task.seq_len})",
+        ),
     ],
 )
 def test_config_mistakes_found_before_any_run(argv, message):
