@@ -53,11 +53,11 @@ class Task(Protocol):
     def accuracy(self, outputs: Tensor, targets: Tensor) -> float: ...
 
 
-def check_task(task: Task) -> None:
+def check_task(task: Task) -> tuple[Tensor, Tensor]:
     """That a task keeps the layout the trainer relies on, checked on a batch of 2 at start-up:
     a task of one's own that breaks it fails here in one line, not in a traceback mid-run.
     The batch goes through `loss` and `accuracy` with zero outputs of the scored steps' shape.
-    Raises ValueError."""
+    Raises ValueError; returns the batch (inputs, targets), which prices the trainer's batches."""
     for name in ("baseline_loss", "baseline_accuracy", "solved_accuracy"):
         if name == "baseline_accuracy" and not hasattr(task, name):  # optional
             continue
@@ -98,6 +98,7 @@ def check_task(task: Task) -> None:
                 else repr(value)
             )
             raise ValueError(f"accuracy{call} must return a number, got {got}")
+    return inputs, targets
 
 
 def _is_number(value: object) -> bool:

@@ -121,15 +121,13 @@ def _physical_memory() -> int | None:
         return None
 
 
-def _check_batch_sizes(cfg: DictConfig, task) -> None:
+def _check_batch_sizes(cfg: DictConfig, pair: tuple[torch.Tensor, ...]) -> None:
     """A batch whose inputs and targets alone exceed this machine's memory is a size typo
     (batch_size=100000000000): one line now, rather than a failed run once training starts.
-    Priced from a drawn batch of 2 (as check_task draws), so any task's shapes and dtypes count."""
+    Priced from `pair`, check_task's batch of 2, so any task's shapes and dtypes count."""
     memory = _physical_memory()
     if memory is None:
         return
-    with torch.random.fork_rng(devices=[]):
-        pair = task.sample(2, torch.Generator().manual_seed(0))
     per_sample = sum(x.numel() * x.element_size() for x in pair) / 2
     for key in ("batch_size", "eval_batch_size"):
         need = per_sample * cfg.train[key]
@@ -152,11 +150,11 @@ def build(cfg: DictConfig) -> tuple[Any, SequenceModel]:
     task = _instantiate("task", cfg.task)
     try:
         with torch.random.fork_rng(devices=[]):  # a task drawing from the global RNG would
-            check_task(task)  # otherwise shift the model's initialisation
+            pair = check_task(task)  # otherwise shift the model's initialisation
     except Exception as e:  # a task of one's own: what it got wrong, in one line
         message = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         raise ConfigError(f"task: {message}") from e
-    _check_batch_sizes(cfg, task)
+    _check_batch_sizes(cfg, pair)
     cell = _instantiate("cell", cfg.cell, input_size=task.input_size)
     if not isinstance(cell, RecurrentCell):  # torch.nn.GRUCell, say: no flat state, no Jacobian
         what = f"{type(cell).__module__}.{type(cell).__qualname__}"

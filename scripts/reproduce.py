@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from rnnexp.aggregate import aggregate
-from rnnexp.plots import cell_order
+from rnnexp.plots import REFERENCE_FIGURES, cell_order
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("adding", "init", "copy")
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     sweep = args.sweep or REPO / "results" / "sweeps" / args.scale
     sub = "" if args.scale == "small" else args.scale
-    figure_dir = args.out / "figures" if args.out else REPO / "results" / "figures" / sub
+    figure_dir = args.out / "figures" if args.out else REFERENCE_FIGURES / sub
     tables = args.out / "tables" if args.out else REPO / "results" / "tables" / sub
     failed = []
     if not args.figures_only:
