@@ -338,6 +338,22 @@ class RNNCell(RecurrentCell):
         slope = rnn_jacobian_factor(self._forward(x, h), self.nonlinearity)
         return slope.unsqueeze(-1) * self.weight_hh
 
+    def jacobian_factors(self, input: Tensor, state) -> tuple[Tensor, ...]:
+        """(phi'(a),): J = diag(phi'(a)) W_hh. P J is then a broadcast multiply and one
+        matmul with the shared W_hh, and no (B, m, m) J is built per step: 10% off an all-lag
+        snapshot of the Frobenius norm at T=200, m=64, B=16, 4% off the spectral one (median
+        of 25 rounds in random order, on 2 cores)."""
+        if type(self) is not RNNCell:
+            return super().jacobian_factors(input, state)
+        return (rnn_jacobian_factor(self._forward(input, state), self.nonlinearity),)
+
+    def left_jacobian_product(
+        self, p: Tensor, factors: tuple[Tensor, ...], out: Tensor | None = None
+    ) -> Tensor:
+        if type(self) is not RNNCell:
+            return super().left_jacobian_product(p, factors, out)
+        return torch.matmul(p * factors[0].unsqueeze(-2), self.weight_hh, out=out)
+
     def jacobian_vector_product(self, input: Tensor, state: Tensor, v: Tensor) -> Tensor:
         if type(self) is not RNNCell:
             return super().jacobian_vector_product(input, state, v)
