@@ -467,7 +467,20 @@ def app(cfg: DictConfig) -> None:
             refresh_config_columns(cfg, run_dir, names, prior)
             log.info("skipped: %s already holds a finished run (%s)", run_dir, prior["status"])
             return
-        _run_and_log(cfg, run_dir, names, multirun, parallel)
+        try:
+            _run_and_log(cfg, run_dir, names, multirun, parallel)
+        except KeyboardInterrupt as e:
+            if multirun:
+                raise
+            raise RunInterrupted(run_dir) from e
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A Ctrl-C in a single run, carrying the run's folder to main's one line."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
 
 
 def _run_and_log(
@@ -578,17 +591,18 @@ def main() -> None:
         sys.exit(2)
     try:
         app()
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback through Hydra and joblib
+    except KeyboardInterrupt as e:  # Ctrl-C: one line, not a traceback through Hydra and joblib
         # joblib's job processes: a Ctrl-C that lands while joblib starts them reaches this
         # process only, and exiting would wait for their runs to end (hours: it hung, in 1 of 7
         # tries, and 1 of 3 before). Those it reached are ending anyway.
         for child in multiprocessing.active_children():
             child.terminate()
-        what = (
-            "finished runs are kept; run the same command again to resume"
-            if any(a in SWEEP_FLAGS for a in sys.argv[1:])
-            else "the run has no summary (unfinished); its folder keeps the metrics so far"
-        )
+        if any(a in SWEEP_FLAGS for a in sys.argv[1:]):
+            what = "finished runs are kept; run the same command again to resume"
+        elif isinstance(e, RunInterrupted):
+            what = f"{e.run_dir}: unfinished (no summary); its metrics so far are kept"
+        else:  # before the run had a folder
+            what = "the run had not started"
         print(f"interrupted: {what}", file=sys.stderr)
         sys.exit(130)
 

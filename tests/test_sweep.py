@@ -145,7 +145,7 @@ def test_ctrl_c_ends_a_single_run_with_one_line_and_no_summary(tmp_path):
     assert result.returncode == 130
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        "interrupted: the run has no summary (unfinished); its folder keeps the metrics so far"
+        f"interrupted: {run_dir}: unfinished (no summary); its metrics so far are kept"
     ]
     assert not (run_dir / "summary.parquet").exists()
     assert pd.read_parquet(run_dir / "metrics.parquet")["step"].iloc[0] == 0
