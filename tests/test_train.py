@@ -277,6 +277,15 @@ def test_console_script_and_multirun_by_hydra_mode(tmp_path):
     assert len(list((tmp_path / "grid").glob("*/summary.parquet"))) == 2
 
 
+def test_help_says_how_to_call_it_before_hydras_lists():
+    """--help opens with the two ways to call it and says what the schema groups are, which
+    Hydra lists beside the cells and tasks."""
+    out = ok(cli("--help")).stdout
+    assert out.startswith("python -m rnnexp.train [group=option ...] [key=value ...]")
+    assert out.index("-m experiment=smoke") < out.index("== Configuration groups ==")
+    assert "schema/cell: gru, lstm, rnn" in out and "schema groups hold the typed" in out
+
+
 def test_a_device_this_machine_lacks_ends_with_one_line(tmp_path):
     if torch.accelerator.is_available():  # one index past the last
         kind = torch.accelerator.current_accelerator().type
