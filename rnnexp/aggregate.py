@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rnnexp.results import load_runs, write_table
+from rnnexp.results import is_held, load_runs, write_table
 
 STATUSES = ("ok", "diverged", "failed")
 
@@ -38,12 +38,13 @@ def aggregate(sweep_dir: str | Path, csv: bool = False) -> pd.DataFrame:
     return table
 
 
-def unfinished_runs(sweep_dir: str | Path, table: pd.DataFrame) -> int:
-    """Run folders that were started (their config.yaml is written first) but are not in
-    `table`, the folder's readable summaries (`aggregate`'s): killed, crashed, still running,
-    or a summary truncated by a copy, of which `load_runs` has warned."""
-    started = sum(c.parent.name != ".hydra" for c in Path(sweep_dir).rglob("config.yaml"))
-    return started - len(table)
+def unfinished_runs(sweep_dir: str | Path, table: pd.DataFrame) -> tuple[int, int]:
+    """(unfinished, held): run folders that were started (their config.yaml is written first)
+    but are not in `table`, the folder's readable summaries (`aggregate`'s), and of those the
+    ones another process is running now. The rest were killed or crashed, or have a summary
+    truncated by a copy, of which `load_runs` has warned."""
+    started = [c.parent for c in Path(sweep_dir).rglob("config.yaml") if c.parent.name != ".hydra"]
+    return len(started) - len(table), sum(map(is_held, started))
 
 
 def report(
@@ -52,10 +53,12 @@ def report(
     skipped: int | None = None,
     missing: int = 0,
     in_folder: int | None = None,
+    held: int = 0,
 ) -> str:
     """A one-screen account of a sweep: counts by status, and where the failures' logs are.
 
     skipped: how many runs this invocation found done (None: not a sweep's own report).
+    missing: runs without a result, of which `held` are being run by another process.
     in_folder: the runs in the folder's table, when `table` is one grid's share of them.
     """
     sweep_dir = Path(sweep_dir)
@@ -64,10 +67,15 @@ def report(
     done = "" if skipped is None else f" ({skipped} of them skipped as already done)"
     runs = f"{len(table)} run" + ("" if len(table) == 1 else "s")
     lines = [f"sweep {sweep_dir}: {runs}: " + ", ".join(parts) + done]
-    if missing:
+    if held:
         lines.append(
-            f"{missing} {'run has' if missing == 1 else 'runs have'} no result (unfinished: a "
-            "job process died, or was killed, or still runs): run the same command again to "
+            f"{held} {'run is' if held == 1 else 'runs are'} being run by another process (a "
+            "second launch of this sweep, say): its report counts them when they finish."
+        )
+    if missing > held:
+        lines.append(
+            f"{missing - held} {'run has' if missing - held == 1 else 'runs have'} no result "
+            "(unfinished: a job process died or was killed): run the same command again to "
             "resume; finished runs are skipped."
         )
     failed = table[table["status"] == "failed"] if not table.empty else table
@@ -102,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(report(args.sweep_dir, table, missing=unfinished_runs(args.sweep_dir, table)))
+    missing, held = unfinished_runs(args.sweep_dir, table)
+    print(report(args.sweep_dir, table, missing=missing, held=held))
     return 1 if (not table.empty and (table["status"] == "failed").any()) else 0
 
 

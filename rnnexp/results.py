@@ -73,6 +73,14 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[bool]:
         os.close(fd)  # releases the lock
 
 
+def is_held(run_dir: str | os.PathLike) -> bool:
+    """Whether another process holds `run_dir`'s lock now: the run is training there."""
+    if not (Path(run_dir) / ".lock").exists():  # never started: no lock file to create
+        return False
+    with run_lock(run_dir) as mine:
+        return not mine
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)

@@ -31,6 +31,7 @@ from rnnexp.config import (
     run_id,
     split_grid,
 )
+from rnnexp.results import is_held
 
 
 def grid_points(config: DictConfig) -> list[list[str]]:
@@ -102,8 +103,10 @@ class SweepCallback(Callback):
         skipped = sum(
             (sweep_dir / run / "summary.parquet").stat().st_mtime < self.started for run in done
         )
-        missing = len(self.grid - done)
-        print(report(sweep_dir, ours, skipped=skipped, missing=missing, in_folder=len(table)))
+        missing = self.grid - done
+        held = sum(is_held(sweep_dir / run) for run in missing)
+        counts = {"missing": len(missing), "in_folder": len(table), "held": held}
+        print(report(sweep_dir, ours, skipped=skipped, **counts))
         # this grid's runs only: one failed, or has no result (another process holds it)
         if missing or (not ours.empty and (ours["status"] == "failed").any()):
             sys.exit(1)

@@ -204,13 +204,16 @@ def test_a_run_another_process_holds_is_skipped_not_repeated(tmp_path):
         assert mine
         held.unlink()  # as the holder's own rerun does when it starts
         result = cli(*args)
+        aggregated = cli(str(tmp_path), module="rnnexp.aggregate").stdout
         with run_lock(held.parent) as again:  # flock: another open file, even in one process
             assert not again
     assert f"skipped: {held.parent} is being run by another process" in result.stdout
     assert not held.exists()  # left to its holder
     assert free.stat().st_mtime_ns > before  # rerun
     assert result.returncode == 1  # the grid is not complete: a run has no result yet
-    assert "1 run has no result" in result.stdout
+    assert "1 run is being run by another process" in result.stdout
+    assert "no result" not in result.stdout  # nothing died: no resume to suggest
+    assert "1 run is being run by another process" in aggregated and "no result" not in aggregated
     with run_lock(held.parent) as mine:  # released when its holder is done
         assert mine
 
