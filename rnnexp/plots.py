@@ -223,16 +223,24 @@ def _run_key(*frames: pd.DataFrame | None) -> str:
 
 
 def _ok_runs(df: pd.DataFrame, summary: pd.DataFrame | None, table: str) -> pd.DataFrame:
-    """`df` restricted to runs whose status is ok, from its own column or from `summary`."""
+    """`df` restricted to runs whose status is ok, from its own column or from `summary`.
+
+    Warns of the runs left out, by status: a figure's "2 seeds" counts the kept runs only.
+    """
+    key = _run_key(df, summary)
     if "status" in df.columns:
-        kept = df[df["status"] == "ok"]
+        runs = df[[key, "status"]].drop_duplicates(key)
     elif summary is not None and len(summary) and "status" in summary.columns:
-        key = _run_key(df, summary)
-        kept = df[df[key].isin(summary.loc[summary["status"] == "ok", key])]
+        runs = summary.loc[summary[key].isin(df[key]), [key, "status"]].drop_duplicates(key)
     else:
         return df
+    kept = df[df[key].isin(runs.loc[runs["status"] == "ok", key])]
     if kept.empty:
         raise ValueError(f"no {table} rows of a run with status ok")
+    left_out = runs.loc[runs["status"] != "ok", "status"].value_counts()
+    if len(left_out):
+        counts = ", ".join(f"{n} {status}" for status, n in left_out.items())
+        warnings.warn(f"{table}: left out {counts} (runs whose status is not ok)", stacklevel=3)
     return kept
 
 

@@ -405,9 +405,10 @@ def refresh_config_columns(cfg: DictConfig, run_dir: Path, names: dict, prior: d
 
 
 def run_label(columns: dict) -> str:
-    """'gru adding T=100 seed=3': a run, for its progress bar and its last log line."""
+    """'gru adding seq_len=100 seed=3': a run, for its progress bar and its last log line.
+    seq_len, not T: the copy task's is its delay, its sequences 20 steps longer."""
     seq_len = columns.get("seq_len", "?")
-    return f"{columns['cell']} {columns['task']} T={seq_len} seed={columns['seed']}"
+    return f"{columns['cell']} {columns['task']} seq_len={seq_len} seed={columns['seed']}"
 
 
 def run(cfg: DictConfig, run_dir: Path, names: dict[str, str], parallel: bool = False) -> dict:

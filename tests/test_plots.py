@@ -333,7 +333,8 @@ def test_learning_curves_baseline_and_diverged_runs(one):
     bad = summary["run_id"].iloc[0]
     summary.loc[summary["run_id"] == bad, "status"] = "diverged"
     metrics.loc[metrics["run_id"] == bad, "eval_loss"] = 1e6
-    fig = plots.learning_curves_figure(metrics, summary)
+    with pytest.warns(UserWarning, match=r"metrics: left out 1 diverged \(runs whose status"):
+        fig = plots.learning_curves_figure(metrics, summary)
     loss_ax, acc_ax = panels(fig)
     dashed = [line for line in loss_ax.get_lines() if line.get_linestyle() == "--"]
     assert len(dashed) == 1 and np.allclose(dashed[0].get_ydata(), 1 / 6)
