@@ -613,3 +613,22 @@ def test_recorded_numbers_match_an_independent_computation(tmp_path, monkeypatch
     below = [np.flatnonzero(median < level) for level in (-1, -3)]  # thresholds 0.1, 1e-3
     assert len(below[0]) and not np.array_equal(below[0][:1], below[1][:1])  # they differ
     assert summary.memory_horizon_init == below[0][0]
+
+
+def test_single_runs_started_in_one_second_get_folders_of_their_own():
+    """The default run folder is the time to the second and the run id: two configs launched
+    together (a seed each) no longer share one, where the second failed as "being run by
+    another process" after Hydra had overwritten the first's .hydra/ record."""
+    import hydra
+
+    from rnnexp.config import run_id
+    from rnnexp.train import CONF_DIR
+
+    dirs = []
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        for seed in (1, 2):
+            cfg = hydra.compose("config", [f"seed={seed}"], return_hydra_config=True)
+            run_dir = cfg.hydra.run.dir
+            assert run_dir.startswith("results/runs/") and run_dir.endswith(f"_{run_id(cfg)}")
+            dirs.append(run_dir)
+    assert dirs[0] != dirs[1]
