@@ -91,7 +91,8 @@ class RecurrentCell(nn.Module):
     """Parameters, initialisation and the unbatched/flat-state plumbing shared by all cells.
 
     Subclasses set `gates` (number of gate blocks stacked in the weights) and implement
-    `_forward(x, state)` and `_jacobian(x, s)` on batched inputs.
+    `_forward(x, state)` on batched inputs, and `_jacobian(x, s)` in closed form if they like
+    (the default is autograd's).
     """
 
     gates: int = 1
@@ -261,7 +262,18 @@ class RecurrentCell(nn.Module):
         return jac.squeeze(0) if unbatched else jac
 
     def _jacobian(self, x: Tensor, s: Tensor) -> Tensor:
-        raise NotImplementedError
+        """By autograd: each sample's J of one `step` (torch.func's jacrev, vmapped over the
+        batch), for a cell of one's own that states no closed form. Exact, but S backward
+        passes per step where a closed form is a few tensor ops; the cells here override it,
+        and `rnnexp.jacobians.check_jacobian` holds a closed form of one's own to it."""
+
+        def one(x1: Tensor, s1: Tensor) -> Tensor:
+            return self.step(x1.unsqueeze(0), s1.unsqueeze(0)).squeeze(0)
+
+        jac = torch.func.vmap(torch.func.jacrev(one, argnums=1))(x, s)
+        # jacrev differentiates under an outer no_grad too, and its result would keep a graph
+        # back to the parameters that the snapshots never use
+        return jac if torch.is_grad_enabled() else jac.detach()
 
     def jacobian_vector_product(self, input: Tensor, state: Tensor, v: Tensor) -> Tensor:
         """J v for column vectors v (B, S, k), J = ds_t/ds_{t-1} at (input (B, n), flat state).

@@ -3,7 +3,9 @@
 Everything here is cell-agnostic: it sees a cell only through its flat-state interface
 (`fast_scan`, `step`, `jacobian_factors` and `left_jacobian_product`, `jacobian_vector_product`,
 `hidden`, `initial_state`, `flatten_state`, `state_size`), whose defaults come from
-`state_jacobian`, so a new cell needs nothing but `_forward` and `_jacobian` to be measured.
+`state_jacobian`, so a new cell needs nothing but `_forward` to be measured: its `_jacobian`
+comes from autograd unless it writes a closed form, which `check_jacobian` then holds to
+autograd at start-up.
 
 Notation. s_0 ... s_T are the flat states of a run over inputs x_1 ... x_T (stored as
 inputs[0] ... inputs[T-1]), J_k = ds_k/ds_{k-1} = `cell.state_jacobian(inputs[k-1], s_{k-1})`,
@@ -12,11 +14,13 @@ and the lag-(T - t) product is ds_T/ds_t = J_T J_{T-1} ... J_{t+1}, the identity
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 from torch import Tensor
 
+from rnnexp.cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
 from rnnexp.model import SequenceModel
 
 NORMS = (2, "fro")
@@ -25,6 +29,47 @@ _CHUNK_BYTES = 16 * 2**20  # per chunk of one-step Jacobians (and, for ord=2, of
 _SUBSPACE_DIM = 8  # leading left singular vectors carried from one lag to the next
 _MIN_SUBSPACE_DIM = 4  # what is carried on once a chunk of lags certified at the first try
 _EXTRA_ITERATIONS = 4  # of subspace iteration for a P not certified at first
+
+
+@torch.no_grad()
+def check_jacobian(cell, tol: float = 1e-8) -> None:
+    """That a cell's closed-form Jacobian, and the factored products the snapshots and the
+    Lyapunov exponents take from it, are autograd's J of its step: checked at start-up on 2
+    random inputs and states, in float64 (on a copy), for any cell but the three built in
+    (which the tests hold to torch's). A subclass that changes `_forward` and keeps its
+    parent's `_jacobian` would otherwise be measured wrong, silently. Raises ValueError."""
+    cls = type(cell)
+    if cls in (RNNCell, GRUCell, LSTMCell):
+        return
+    c = copy.deepcopy(cell).double()
+    gen = torch.Generator().manual_seed(0)
+    x, s = (
+        torch.randn(2, n, generator=gen, dtype=torch.float64) for n in (c.input_size, c.state_size)
+    )
+    p = torch.randn(2, 3, c.state_size, generator=gen, dtype=torch.float64)
+    j = RecurrentCell._jacobian(c, x, s)
+    pairs = {
+        "_jacobian": (c.state_jacobian(x, s), j),
+        "left_jacobian_product": (c.left_jacobian_product(p, c.jacobian_factors(x, s)), p @ j),
+        "jacobian_vector_product": (c.jacobian_vector_product(x, s, p.mT), j @ p.mT),
+    }
+    for name, (got, expected) in pairs.items():
+        scale = expected.abs().max().clamp_min(torch.finfo(torch.float64).tiny)
+        same_shape = got.shape == expected.shape
+        error = float((got - expected).abs().max() / scale) if same_shape else math.inf
+        if error <= tol:
+            continue
+        owner = next(k for k in cls.__mro__ if name in vars(k))
+        fix = (
+            f"fix it, or delete {name} to use autograd's"
+            if owner is cls
+            else f"it is {owner.__name__}'s: write one for {cls.__name__}'s equations, or set "
+            "`_jacobian = RecurrentCell._jacobian` in the class to use autograd's"
+        )
+        raise ValueError(
+            f"{cls.__name__}.{name} disagrees with autograd of its step (largest error "
+            f"{error:.2g} of the largest entry): {fix}"
+        )
 
 
 def _check_inputs(inputs: Tensor) -> None:

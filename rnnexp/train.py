@@ -57,6 +57,7 @@ from rnnexp.config import (
     split_grid,
     swept_group_hint,
 )
+from rnnexp.jacobians import check_jacobian
 from rnnexp.model import SequenceModel
 from rnnexp.results import (
     FINISHED,
@@ -159,6 +160,12 @@ def build(cfg: DictConfig) -> tuple[Any, SequenceModel]:
     if not isinstance(cell, RecurrentCell):  # torch.nn.GRUCell, say: no flat state, no Jacobian
         what = f"{type(cell).__module__}.{type(cell).__qualname__}"
         raise ConfigError(f"cell: {what} is not a rnnexp.cells.RecurrentCell (see Adding a cell)")
+    if cfg.diagnostics.enabled:
+        try:
+            check_jacobian(cell)
+        except Exception as e:  # a cell of one's own: what it got wrong, in one line
+            message = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            raise ConfigError(f"cell: {message.splitlines()[0]}") from e
     k, size = cfg.diagnostics.lyapunov_k, cell.state_size
     allowed = f"<= the cell's state size {size}"
     require(not cfg.diagnostics.enabled or k <= size, "diagnostics.lyapunov_k", allowed, k)

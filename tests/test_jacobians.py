@@ -13,6 +13,7 @@ import rnnexp.jacobians as jacobians
 from rnnexp.bench import brute_force_norms
 from rnnexp.cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
 from rnnexp.jacobians import (
+    check_jacobian,
     gradient_norms,
     lyapunov_exponents,
     memory_horizon,
@@ -20,7 +21,7 @@ from rnnexp.jacobians import (
 )
 from rnnexp.model import SequenceModel
 from rnnexp.tasks import AddingTask, CopyTask
-from tests.toy_cells import LeakyRNNCell
+from tests.toy_cells import AutogradLeakyRNNCell, HalfStepRNNCell, LeakyRNNCell
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 
@@ -30,6 +31,7 @@ CELLS = {
     "gru": lambda n, m: GRUCell(n, m),
     "lstm": lambda n, m: LSTMCell(n, m),
     "leaky": lambda n, m: LeakyRNNCell(n, m, alpha=0.6),  # a cell from outside the package
+    "autograd": lambda n, m: AutogradLeakyRNNCell(n, m, alpha=0.6),  # one with no _jacobian
 }
 
 
@@ -495,3 +497,26 @@ def test_no_gap_is_claimed_between_two_equal_eigenvalues():
     trace = torch.tensor([2.0])
     _, _, gap = jacobians._ritz_certificate(q, q @ g, trace, None, tol=1e-12)
     assert not gap.item()
+
+
+def test_check_jacobian_holds_a_cells_own_closed_form_to_autograd():
+    """Right closed forms pass; a wrong one, one inherited from a parent whose equations the
+    subclass changed, and a factored product that disagrees with J are refused by name."""
+    for cell in (LeakyRNNCell(2, 5), AutogradLeakyRNNCell(2, 5), _linear_cell(torch.randn(4, 4))):
+        check_jacobian(cell)
+
+    class Off(LeakyRNNCell):
+        def _jacobian(self, x, h):
+            return super()._jacobian(x, h) * (1 + 1e-6)
+
+    class TwiceTheProduct(LeakyRNNCell):
+        def left_jacobian_product(self, p, factors, out=None):
+            return 2 * super().left_jacobian_product(p, factors, out)
+
+    with pytest.raises(ValueError, match=r"^Off\._jacobian disagrees .* error 1e-06 .* delete"):
+        check_jacobian(Off(2, 5))
+    with pytest.raises(ValueError, match=r"HalfStepRNNCell\._jacobian .* it is RNNCell's"):
+        check_jacobian(HalfStepRNNCell(2, 5))
+    with pytest.raises(ValueError, match=r"^TwiceTheProduct\.left_jacobian_product disagrees"):
+        check_jacobian(TwiceTheProduct(2, 5))
+    check_jacobian(RNNCell(2, 5))  # the built-in cells are the tests' to check, not start-up's

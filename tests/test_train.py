@@ -460,6 +460,11 @@ def test_an_experiment_whose_grid_the_command_fixes_runs_without_m():
             "_target_: torch.nn.GRUCell\nhidden_size: 8\n",
             "cell: torch.nn.modules.rnn.GRUCell is not a rnnexp.cells.RecurrentCell",
         ),
+        (  # a subclass that changed the equations and kept its parent's Jacobian
+            "cell",
+            "_target_: tests.toy_cells.HalfStepRNNCell\nhidden_size: 8\n",
+            "cell: HalfStepRNNCell._jacobian disagrees with autograd of its step",
+        ),
         (  # the module is there, the class not: not Python's "... is not a package"
             "task",
             "_target_: rnnexp.tasks.NoSuchTask\n",

@@ -1,14 +1,14 @@
 """A cell defined outside the package, selected only through tests/conf/cell/leaky_rnn.yaml.
 
-It proves that adding a cell needs one class (its equations and their one-step Jacobian) and
-one config file: the trainer, the fused fallback, the Jacobian norms and the tables need
-nothing else.
+It proves that adding a cell needs one class (its equations, and their one-step Jacobian if
+one likes) and one config file: the trainer, the fused fallback, the Jacobian norms and the
+tables need nothing else.
 """
 
 import torch
 from torch import Tensor
 
-from rnnexp.cells import RecurrentCell
+from rnnexp.cells import RecurrentCell, RNNCell
 
 
 class LeakyRNNCell(RecurrentCell):
@@ -33,3 +33,23 @@ class LeakyRNNCell(RecurrentCell):
         jac = self.alpha * (1 - torch.tanh(gi + gh).square()).unsqueeze(-1) * self.weight_hh
         jac.diagonal(dim1=-2, dim2=-1).add_(1 - self.alpha)
         return jac
+
+
+class AutogradLeakyRNNCell(RecurrentCell):
+    """LeakyRNNCell's equations with no `_jacobian`: the base class's autograd one measures it."""
+
+    def __init__(self, input_size: int, hidden_size: int, alpha: float = 0.5, **kwargs) -> None:
+        self.alpha = alpha
+        super().__init__(input_size, hidden_size, **kwargs)
+
+    def _forward(self, x: Tensor, h: Tensor) -> Tensor:
+        gi, gh = self._linear(x, h)
+        return torch.lerp(h, torch.tanh(gi + gh), self.alpha)
+
+
+class HalfStepRNNCell(RNNCell):
+    """h' = (h + tanh(...)) / 2, keeping RNNCell's Jacobian, which is not its own: the start-up
+    check (`rnnexp.jacobians.check_jacobian`) refuses it."""
+
+    def _forward(self, x: Tensor, h: Tensor) -> Tensor:
+        return 0.5 * (h + super()._forward(x, h))
