@@ -54,7 +54,9 @@ def check_grid(config: DictConfig) -> set[str]:
     from rnnexp.train import build  # the entry point's own checks, no copy of them
 
     run_ids, seen = set(), set()
-    for overrides in grid_points(config):
+    points = grid_points(config)
+    swept = {o for point in points for o in point if any(o not in other for other in points)}
+    for overrides in points:
         try:
             cfg = compose_checked(config.hydra.job.config_name, overrides)
             resolved = OmegaConf.to_container(cfg, resolve=True)  # seed=${name}, say
@@ -62,11 +64,15 @@ def check_grid(config: DictConfig) -> set[str]:
             raise ConfigError(f"{' '.join(overrides)}: {str(e).splitlines()[0]}") from e
         run_ids.add(run_id(cfg))
         key = json.dumps({k: v for k, v in resolved.items() if k != "seed"}, sort_keys=True)
-        if key in seen:
-            check_values(cfg)  # what building would check: the seed is all that differs
-        else:
-            seen.add(key)
-            build(cfg)
+        try:
+            if key in seen:
+                check_values(cfg)  # what building would check: the seed is all that differs
+            else:
+                seen.add(key)
+                build(cfg)
+        except ConfigError as e:  # which point: task=copy,recall task.seq_len=1 fails at recall
+            at = " ".join(o for o in overrides if o in swept)
+            raise ConfigError(f"{e} (at {at})" if at else str(e)) from e
     return run_ids
 
 

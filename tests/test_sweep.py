@@ -385,10 +385,17 @@ def test_a_fixed_key_of_a_group_an_experiment_sweeps_gets_the_hint_too(tmp_path)
 @pytest.mark.parametrize(
     "grid, message",
     [
-        (["task.seq_len=10,0"], "error: task.seq_len must be an integer >= 2, got 0"),
+        (
+            ["task.seq_len=10,0"],
+            "error: task.seq_len must be an integer >= 2, got 0 (at task.seq_len=0)",
+        ),
         (  # a seed alone makes no point that gets built: those differing in it are built once
             ["seed=0,-1", "task.seq_len=6"],
-            "error: seed must be an integer in [0, 18446744073709551615], got -1",
+            "error: seed must be an integer in [0, 18446744073709551615], got -1 (at seed=-1)",
+        ),
+        (  # the copy task takes a delay of 1, the adding task no length below 2: which point
+            ["task=copy,adding", "task.seq_len=1"],
+            "error: task.seq_len must be an integer >= 2, got 1 (at task=adding)",
         ),
     ],
 )
