@@ -87,16 +87,21 @@ def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as e:
         cause = e.__cause__
-        if isinstance(cause, ValueError):  # our constructors start with the argument's name
-            key = str(cause).split(" ", 1)[0]  # and a value set elsewhere says where from:
-            where = (  # lstm_chrono's chrono_max_len is ${task.seq_len}
-                f" (= {OmegaConf.to_container(node)[key]})"
-                if key in node and OmegaConf.is_interpolation(node, key)
+        key = str(cause).split(" ", 1)[0]
+        if isinstance(cause, ValueError) and key in node:  # ours start with the argument's
+            where = (  # name, and a value set elsewhere says where from: lstm_chrono's
+                f" (= {OmegaConf.to_container(node)[key]})"  # chrono_max_len is ${task.seq_len}
+                if OmegaConf.is_interpolation(node, key)
                 else ""
             )
             raise ConfigError(f"{group}.{cause}{where}") from cause
-        if isinstance(cause, TypeError):  # an argument the constructor does not take
-            raise ConfigError(f"{group}: {cause}") from cause
+        if isinstance(cause, ValueError | TypeError):  # one that names no key: the call does
+            args = ", ".join(
+                f"{k}={v!r}"
+                for k, v in OmegaConf.to_container(node, resolve=True).items()
+                if k != "_target_"
+            )
+            raise ConfigError(f"{group}: {cause}, in {node._target_}({args})") from cause
         if isinstance(cause, ImportError):  # say why: a typo in _target_, or in its module
             why = cause.__cause__ or cause
             module, _, name = node._target_.rpartition(".")

@@ -375,6 +375,20 @@ def test_task_defined_outside_the_package_trains(tmp_path):
     assert summary.baseline_loss == pytest.approx(math.log(2))
 
 
+def test_a_constructor_error_that_names_no_key_shows_the_call():
+    """A task of one's own that compares seq_len without checking it: Python's TypeError does
+    not say which key, so the one line shows the call with its values."""
+    from rnnexp.config import ConfigError
+    from rnnexp.train import check_single_run
+
+    with pytest.raises(ConfigError) as e:
+        check_single_run([TESTS_CONF, "task=last_bit", "task.seq_len=abc"])
+    assert str(e.value) == (
+        "task: '<' not supported between instances of 'str' and 'int', in "
+        "tests.toy_tasks.LastBitTask(seq_len='abc', fail_at_seq_len=None)"
+    )
+
+
 def test_cell_defined_outside_the_package_trains_and_is_measured(tmp_path):
     leaky = [TESTS_CONF, "cell=leaky_rnn", "cell.alpha=0.25", "cell.init=orthogonal"]
     ok(cli(*leaky, *TINY, f"hydra.run.dir={tmp_path}"))  # the base class's init, no + needed
