@@ -15,6 +15,7 @@ import atexit
 import contextlib
 import gc
 import importlib.util
+import inspect
 import logging
 import math
 import multiprocessing
@@ -95,6 +96,10 @@ def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
                 else ""
             )
             raise ConfigError(f"{group}.{cause}{where}") from cause
+        if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
+            keys = _constructor_keys(node._target_)  # a misspelt key of one's own task or cell
+            hint = f"; it takes {', '.join(keys)}" if keys else ""
+            raise ConfigError(f"{group}: {cause}{hint}") from cause
         if isinstance(cause, ValueError | TypeError):  # one that names no key: the call does
             args = ", ".join(
                 f"{k}={v!r}"
@@ -118,6 +123,24 @@ def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
             why = str(cause).split("DefaultCPUAllocator: ")[-1] or "out of memory"
             raise ConfigError(f"{group}: too large for this machine: {why}") from cause
         raise
+
+
+def _constructor_keys(target: str) -> list[str]:
+    """The named arguments of the class `target` names (its base classes' through **kwargs
+    too, as a cell of one's own passes init and bias on), for a misspelt key's hint."""
+    try:
+        cls = hydra.utils.get_class(target)
+    except Exception:  # only a hint: the error itself is reported anyway
+        return []
+    keys: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        keys += [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return [k for k in dict.fromkeys(keys) if k != "input_size"]
 
 
 def _physical_memory() -> int | None:

@@ -219,7 +219,11 @@ def test_same_config_and_seed_give_identical_tables(tmp_path):
         # Hydra's own advice for a misspelt key would store it, unused, in config.yaml
         ("+train.step=10", "error: train.step is not a config key; keys: steps, batch_size"),
         ("+sed=1", "error: sed is not a config key; keys: cell, task, train"),
-        ("+cell.hiden_size=8", "error: cell: "),  # the constructor's own TypeError
+        (  # the constructor's own TypeError, and the keys it takes
+            "+cell.hiden_size=8",
+            "error: cell: LSTMCell.__init__() got an unexpected keyword argument 'hiden_size'; "
+            "it takes hidden_size, bias, init, init_scale, forget_bias, chrono_max_len",
+        ),
         ("seed=${name}", "error: While dereferencing interpolation '${name}'"),
         ("seed=1,2", "error: Ambiguous value for argument 'seed=1,2': to sweep over it, add -m"),
     ],
@@ -387,6 +391,9 @@ def test_a_constructor_error_that_names_no_key_shows_the_call():
         "task: '<' not supported between instances of 'str' and 'int', in "
         "tests.toy_tasks.LastBitTask(seq_len='abc', fail_at_seq_len=None)"
     )
+    with pytest.raises(ConfigError) as e:  # a misspelt key: the keys, its base class's too
+        check_single_run([TESTS_CONF, "cell=leaky_rnn", "+cell.alfa=2"])
+    assert str(e.value).endswith("'alfa'; it takes hidden_size, alpha, bias, init, init_scale")
 
 
 def test_cell_defined_outside_the_package_trains_and_is_measured(tmp_path):
