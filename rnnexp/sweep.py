@@ -55,7 +55,6 @@ def check_grid(config: DictConfig) -> set[str]:
 
     run_ids, seen = set(), set()
     points = grid_points(config)
-    swept = {o for point in points for o in point if any(o not in other for other in points)}
     for overrides in points:
         try:
             cfg = compose_checked(config.hydra.job.config_name, overrides)
@@ -71,7 +70,7 @@ def check_grid(config: DictConfig) -> set[str]:
                 seen.add(key)
                 build(cfg)
         except ConfigError as e:  # which point: task=copy,recall task.seq_len=1 fails at recall
-            at = " ".join(o for o in overrides if o in swept)
+            at = " ".join(o for o in overrides if any(o not in other for other in points))
             raise ConfigError(f"{e} (at {at})" if at else str(e)) from e
     return run_ids
 
