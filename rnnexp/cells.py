@@ -13,7 +13,9 @@ ds_t/ds_{t-1} in closed form, with rows indexing the new state and columns the p
 
 from __future__ import annotations
 
+import functools
 import math
+import numbers
 
 import torch
 from torch import Tensor, nn
@@ -21,9 +23,11 @@ from torch import Tensor, nn
 INITS = ("default", "orthogonal", "identity")
 
 
-def _check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+def _check_int(name: str, value: int, minimum: int = 1) -> int:
+    """value as an int (NumPy's integers too, as torch's cells take them), or a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def _diag_blocks_times(coef: Tensor, weight_hh: Tensor) -> Tensor:
@@ -106,8 +110,8 @@ class RecurrentCell(nn.Module):
         init_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        _check_positive_int("input_size", input_size)
-        _check_positive_int("hidden_size", hidden_size)
+        input_size = _check_int("input_size", input_size)
+        hidden_size = _check_int("hidden_size", hidden_size)
         if init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}; got {init!r}")
         if not 0 < init_scale < math.inf:
@@ -132,8 +136,49 @@ class RecurrentCell(nn.Module):
     def state_size(self) -> int:
         return self.hidden_size
 
+    # -- torch's cells ------------------------------------------------------------------------
+    _torch_cell: type[nn.RNNCellBase] | None = None  # the counterpart of a built-in cell
+
+    @classmethod
+    def from_torch(cls, cell: nn.RNNCellBase) -> RecurrentCell:
+        """Our cell computing exactly what torch's `cell` (RNNCell, GRUCell or LSTMCell)
+        computes, on its device and in its dtype."""
+        if cls._torch_cell is None or not isinstance(cell, cls._torch_cell):
+            raise TypeError(f"{cls.__name__}.from_torch takes a {cls._torch_name()}, got {cell!r}")
+        ours = cls(cell.input_size, cell.hidden_size, bias=cell.bias, **cls._torch_options(cell))
+        ours.to(device=cell.weight_hh.device, dtype=cell.weight_hh.dtype)
+        cls._copy_parameters(cell, ours)
+        return ours
+
+    def to_torch(self) -> nn.RNNCellBase:
+        """The `torch.nn` cell computing exactly what this cell computes."""
+        if self._torch_cell is None:
+            raise TypeError(f"{type(self).__name__} has no torch.nn counterpart")
+        options = self._torch_options(self)
+        cell = self._torch_cell(self.input_size, self.hidden_size, bias=self.bias, **options)
+        cell.to(device=self.weight_hh.device, dtype=self.weight_hh.dtype)
+        self._copy_parameters(self, cell)
+        return cell
+
+    @classmethod
+    def _torch_name(cls) -> str:
+        return (
+            "torch.nn cell" if cls._torch_cell is None else f"torch.nn.{cls._torch_cell.__name__}"
+        )
+
+    @staticmethod
+    def _torch_options(cell: nn.Module) -> dict:
+        """The constructor options, beyond sizes and bias, that ours and torch's share."""
+        return {}
+
+    @staticmethod
+    def _copy_parameters(src: nn.Module, dst: nn.Module) -> None:
+        """The parameters, which have the same names and layout in ours and torch's."""
+        dst.load_state_dict(src.state_dict())
+
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, bias={self.bias}, init={self.init!r}"
+        scale = "" if self.init_scale == 1 else f", init_scale={self.init_scale}"
+        return f"{self.input_size}, {self.hidden_size}, bias={self.bias}, init={self.init!r}{scale}"
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -175,12 +220,20 @@ class RecurrentCell(nn.Module):
         if input.dim() not in (1, 2):
             raise ValueError(f"expected input of shape (B, n) or (n,), got {tuple(input.shape)}")
         unbatched = input.dim() == 1
-        if unbatched:
-            input = input.unsqueeze(0)
-            state = None if state is None else _map_state(state, lambda t: t.unsqueeze(0))
+        x = input.unsqueeze(0) if unbatched else input
+        zeros = self.unflatten_state(self.initial_state(x))
         if state is None:
-            state = self.unflatten_state(self.initial_state(input))
-        out = self._forward(input, state)
+            state = zeros
+        elif unbatched:
+            state = _map_state(state, lambda t: t.unsqueeze(0))
+        if _shapes(state) != _shapes(zeros):  # as torch's cells: a broadcast would go unseen
+            want = _map_state(zeros, lambda t: t[0]) if unbatched else zeros
+            got = _map_state(state, lambda t: t[0]) if unbatched else state
+            raise ValueError(
+                f"state must have shape {_shapes(want)} for input of shape "
+                f"{tuple(input.shape)}, got {_shapes(got)}"
+            )
+        out = self._forward(x, state)
         return _map_state(out, lambda t: t.squeeze(0)) if unbatched else out
 
     def _forward(self, x: Tensor, state):
@@ -222,7 +275,8 @@ class RecurrentCell(nn.Module):
     def fast_scan(self, inputs: Tensor, state=None) -> Tensor:
         """What `scan` returns, through a hand-derived BPTT (rnnexp.fused) where one exists.
 
-        A cell without one (a new cell, or a subclass that changes the equations) gets `scan`.
+        A cell without one gets `scan`: a new cell, or a subclass of a built-in one that
+        overrides more than its initialisation (see `builtin_equations`).
         """
         return self.scan(inputs, state)
 
@@ -241,23 +295,30 @@ class RecurrentCell(nn.Module):
             return self.initial_state(inputs[0])
         s = self.flatten_state(state)
         expected = (inputs.shape[1], self.state_size)
-        got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
-        if got != expected:
-            raise ValueError(f"state must be s_0 of shape (B, S) = {expected}, got {got}")
+        if _shapes(s) != expected:
+            raise ValueError(f"state must be s_0 of shape (B, S) = {expected}, got {_shapes(s)}")
+        if s.dtype != inputs.dtype:  # the fused unrolls would cast it, and its gradient
+            raise ValueError(f"state must have the inputs' dtype {inputs.dtype}, got {s.dtype}")
         return s
 
     # -- Jacobian -----------------------------------------------------------------------------
     def state_jacobian(self, input: Tensor, state=None) -> Tensor:
         """ds_t/ds_{t-1} in closed form from the gate values: (B, S, S), or (S, S) unbatched.
 
-        `state` is s_{t-1}, in the form `forward` takes or flat. No autograd is involved, so
-        this is cheap and can be batched over time steps by folding T into B.
+        `state` is s_{t-1}, in the form `forward` takes or flat. The built-in cells' closed
+        forms involve no autograd, so they are cheap and batch over time steps by folding T
+        into B; a cell without one gets autograd's (`_jacobian`).
         """
         unbatched = input.dim() == 1
         if unbatched:
             input = input.unsqueeze(0)
             state = None if state is None else _map_state(state, lambda t: t.unsqueeze(0))
         s = self.initial_state(input) if state is None else self.flatten_state(state)
+        if _shapes(s) != (input.shape[0], self.state_size):
+            raise ValueError(
+                f"state must have shape {(input.shape[0], self.state_size)} (flat) for input of "
+                f"shape {tuple(input.shape)}, got {_shapes(s)}"
+            )
         jac = self._jacobian(input, s)
         return jac.squeeze(0) if unbatched else jac
 
@@ -270,7 +331,11 @@ class RecurrentCell(nn.Module):
         def one(x1: Tensor, s1: Tensor) -> Tensor:
             return self.step(x1.unsqueeze(0), s1.unsqueeze(0)).squeeze(0)
 
-        jac = torch.func.vmap(torch.func.jacrev(one, argnums=1))(x, s)
+        jacobian = torch.func.jacrev(one, argnums=1)
+        try:
+            jac = torch.func.vmap(jacobian)(x, s)
+        except RuntimeError:  # a step vmap cannot batch (`if h.sum() > 0:`): one sample at a time
+            jac = torch.stack([jacobian(x1, s1) for x1, s1 in zip(x, s, strict=True)])
         # jacrev differentiates under an outer no_grad too, and its result would keep a graph
         # back to the parameters that the snapshots never use
         return jac if torch.is_grad_enabled() else jac.detach()
@@ -279,8 +344,8 @@ class RecurrentCell(nn.Module):
         """J v for column vectors v (B, S, k), J = ds_t/ds_{t-1} at (input (B, n), flat state).
 
         For propagating a few tangent vectors (Lyapunov exponents) without forming J. The cells
-        here apply their factored Jacobians, one matmul through weight_hh; any other cell (or a
-        subclass that changes the equations) gets `state_jacobian(input, state) @ v`.
+        here apply their factored Jacobians, one matmul through weight_hh; any other cell (see
+        `builtin_equations`) gets `state_jacobian(input, state) @ v`.
         """
         return self.state_jacobian(input, state) @ v
 
@@ -301,6 +366,15 @@ class RecurrentCell(nn.Module):
         return torch.matmul(p, factors[0], out=out)
 
 
+def _shapes(state) -> tuple | str:
+    """A state's shape, or its parts' (the LSTM's (h, c)), or its type's name: for messages."""
+    if isinstance(state, Tensor):
+        return tuple(state.shape)
+    if isinstance(state, tuple) and all(isinstance(t, Tensor) for t in state):
+        return tuple(tuple(t.shape) for t in state)
+    return type(state).__name__
+
+
 def _map_state(state, fn):
     return tuple(fn(t) for t in state) if isinstance(state, tuple) else fn(state)
 
@@ -313,6 +387,7 @@ class RNNCell(RecurrentCell):
 
     gates = 1
     NONLINEARITIES = ("tanh", "relu")
+    _torch_cell = nn.RNNCell
 
     def __init__(
         self,
@@ -331,8 +406,12 @@ class RNNCell(RecurrentCell):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"
 
+    @staticmethod
+    def _torch_options(cell: nn.Module) -> dict:
+        return {"nonlinearity": cell.nonlinearity}
+
     def fast_scan(self, inputs: Tensor, state=None) -> Tensor:
-        if type(self) is not RNNCell:
+        if builtin_equations(type(self)) is not RNNCell:
             return self.scan(inputs, state)
         from rnnexp.fused import RNNScan
 
@@ -355,19 +434,19 @@ class RNNCell(RecurrentCell):
         matmul with the shared W_hh, and no (B, m, m) J is built per step: 10% off an all-lag
         snapshot of the Frobenius norm at T=200, m=64, B=16, 4% off the spectral one (median
         of 25 rounds in random order, on 2 cores)."""
-        if type(self) is not RNNCell:
+        if builtin_equations(type(self)) is not RNNCell:
             return super().jacobian_factors(input, state)
         return (rnn_jacobian_factor(self._forward(input, state), self.nonlinearity),)
 
     def left_jacobian_product(
         self, p: Tensor, factors: tuple[Tensor, ...], out: Tensor | None = None
     ) -> Tensor:
-        if type(self) is not RNNCell:
+        if builtin_equations(type(self)) is not RNNCell:
             return super().left_jacobian_product(p, factors, out)
         return torch.matmul(p * factors[0].unsqueeze(-2), self.weight_hh, out=out)
 
     def jacobian_vector_product(self, input: Tensor, state: Tensor, v: Tensor) -> Tensor:
-        if type(self) is not RNNCell:
+        if builtin_equations(type(self)) is not RNNCell:
             return super().jacobian_vector_product(input, state, v)
         slope = rnn_jacobian_factor(self._forward(input, state), self.nonlinearity)
         return slope.unsqueeze(-1) * (self.weight_hh @ v)
@@ -394,9 +473,10 @@ class GRUCell(RecurrentCell):
     """
 
     gates = 3
+    _torch_cell = nn.GRUCell
 
     def fast_scan(self, inputs: Tensor, state=None) -> Tensor:
-        if type(self) is not GRUCell:
+        if builtin_equations(type(self)) is not GRUCell:
             return self.scan(inputs, state)
         from rnnexp.fused import GRUScan
 
@@ -422,35 +502,21 @@ class GRUCell(RecurrentCell):
         return jac
 
     def jacobian_vector_product(self, input: Tensor, state: Tensor, v: Tensor) -> Tensor:
-        if type(self) is not GRUCell:
+        if builtin_equations(type(self)) is not GRUCell:
             return super().jacobian_vector_product(input, state, v)
         d, coef = gru_jacobian_factors(*self._gates(input, state), state)
         through_w = (self.weight_hh @ v).unflatten(1, (3, self.hidden_size))  # W_k v
         return d.unsqueeze(-1) * v + (coef.unsqueeze(-1) * through_w).sum(1)
 
     @staticmethod
-    def _flip_update_gate(src: nn.Module, dst: nn.Module) -> None:
+    def _copy_parameters(src: nn.Module, dst: nn.Module) -> None:
+        """The update-gate rows negated: sigma(-a) = 1 - sigma(a) swaps the conventions."""
         m = src.hidden_size
         with torch.no_grad():
             for name, p in src.named_parameters():
                 q = p.detach().clone()
                 q[m : 2 * m].neg_()
                 getattr(dst, name).copy_(q)
-
-    @classmethod
-    def from_torch(cls, cell: nn.GRUCell) -> GRUCell:
-        """Our GRU computing exactly what torch's `cell` computes (update gate negated)."""
-        ours = cls(cell.input_size, cell.hidden_size, bias=cell.bias)
-        ours.to(device=cell.weight_hh.device, dtype=cell.weight_hh.dtype)
-        cls._flip_update_gate(cell, ours)
-        return ours
-
-    def to_torch(self) -> nn.GRUCell:
-        """A `torch.nn.GRUCell` computing exactly what this cell computes."""
-        cell = nn.GRUCell(self.input_size, self.hidden_size, bias=self.bias)
-        cell.to(device=self.weight_hh.device, dtype=self.weight_hh.dtype)
-        self._flip_update_gate(self, cell)
-        return cell
 
 
 class LSTMCell(RecurrentCell):
@@ -474,6 +540,7 @@ class LSTMCell(RecurrentCell):
     """
 
     gates = 4
+    _torch_cell = nn.LSTMCell
 
     def __init__(
         self,
@@ -489,12 +556,8 @@ class LSTMCell(RecurrentCell):
             raise ValueError("forget_bias and chrono_max_len are exclusive; set at most one")
         if (forget_bias is not None or chrono_max_len is not None) and not bias:
             raise ValueError("forget_bias and chrono_max_len need bias=True")
-        if chrono_max_len is not None and (
-            isinstance(chrono_max_len, bool)
-            or not isinstance(chrono_max_len, int)
-            or chrono_max_len < 3
-        ):
-            raise ValueError(f"chrono_max_len must be an integer >= 3, got {chrono_max_len!r}")
+        if chrono_max_len is not None:
+            chrono_max_len = _check_int("chrono_max_len", chrono_max_len, 3)
         self.forget_bias = forget_bias
         self.chrono_max_len = chrono_max_len
         super().__init__(input_size, hidden_size, bias, init, init_scale)
@@ -502,6 +565,12 @@ class LSTMCell(RecurrentCell):
     @property
     def state_size(self) -> int:
         return 2 * self.hidden_size
+
+    def extra_repr(self) -> str:
+        keys = {"forget_bias": self.forget_bias, "chrono_max_len": self.chrono_max_len}
+        return ", ".join(
+            [super().extra_repr()] + [f"{k}={v}" for k, v in keys.items() if v is not None]
+        )
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -529,7 +598,7 @@ class LSTMCell(RecurrentCell):
         return h, c
 
     def fast_scan(self, inputs: Tensor, state=None) -> Tensor:
-        if type(self) is not LSTMCell:
+        if builtin_equations(type(self)) is not LSTMCell:
             return self.scan(inputs, state)
         from rnnexp.fused import LSTMScan
 
@@ -571,14 +640,14 @@ class LSTMCell(RecurrentCell):
         """(J's h-columns, diag of dh'/dc, diag of dc'/dc). J's c-columns are two diagonals:
         P J from these takes half the multiply-adds of P @ J, and no zero blocks are filled to
         build it."""
-        if type(self) is not LSTMCell:
+        if builtin_equations(type(self)) is not LSTMCell:
             return super().jacobian_factors(input, state)
         return self._jacobian_blocks(input, self.flatten_state(state))
 
     def left_jacobian_product(
         self, p: Tensor, factors: tuple[Tensor, ...], out: Tensor | None = None
     ) -> Tensor:
-        if type(self) is not LSTMCell:
+        if builtin_equations(type(self)) is not LSTMCell:
             return super().left_jacobian_product(p, factors, out)
         h_columns, dh_dc, dc_dc = factors
         m = self.hidden_size
@@ -588,7 +657,7 @@ class LSTMCell(RecurrentCell):
         return torch.cat([p @ h_columns, through_c], -1, out=out)
 
     def jacobian_vector_product(self, input: Tensor, state: Tensor, v: Tensor) -> Tensor:
-        if type(self) is not LSTMCell:
+        if builtin_equations(type(self)) is not LSTMCell:
             return super().jacobian_vector_product(input, state, v)
         m = self.hidden_size
         h, c = self.unflatten_state(state)
@@ -598,3 +667,29 @@ class LSTMCell(RecurrentCell):
         dc = (dc_dpre.unsqueeze(-1) * through_w[:, :3]).sum(1) + f.unsqueeze(-1) * v[:, m:]
         dh = k.unsqueeze(-1) * dc + dh_dpre_o.unsqueeze(-1) * through_w[:, 3]
         return torch.cat([dh, dc], 1)
+
+
+_INITIALISATION = frozenset({"reset_parameters", "extra_repr"})  # and dunders, __init__ too
+
+
+@functools.cache
+def builtin_equations(cls: type) -> type | None:
+    """The built-in cell (RNNCell, GRUCell, LSTMCell) whose equations `cls` computes, or None.
+
+    A subclass keeps them, and with them the fused BPTT and the factored Jacobians, as long as
+    it overrides nothing of its built-in parent but the initialisation (`__init__`,
+    `reset_parameters`, `extra_repr`): a chrono-like init of one's own stays fast. Overriding
+    anything else (`_forward`, `_linear`, `gates`, ...) may change what a step computes, so
+    the generic paths take over, which follow `step` whatever it does.
+    """
+    for builtin in (RNNCell, GRUCell, LSTMCell):
+        if issubclass(cls, builtin):
+            mro = cls.__mro__
+            overridden = {
+                name
+                for k in mro[: mro.index(builtin)]
+                for name in vars(k)
+                if hasattr(builtin, name) and not (name.startswith("__") and name.endswith("__"))
+            }
+            return builtin if overridden <= _INITIALISATION else None
+    return None

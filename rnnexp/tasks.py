@@ -109,13 +109,14 @@ def _is_number(value: object) -> bool:
 
 
 def _check_int(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """value as an int, NumPy's integers too (a sweep written with np.arange, say)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return int(value)
 
 
 def _check_fraction(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
         raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
     return float(value)
 
@@ -165,7 +166,7 @@ class AddingTask:
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Inputs (T, B, 2) and targets (1, B, 1), both float32."""
-        _check_int("batch_size", batch_size, 1)
+        batch_size = _check_int("batch_size", batch_size, 1)
         T, half, dev = self.seq_len, self.seq_len // 2, generator.device
         values = torch.rand(T, batch_size, generator=generator, device=dev, dtype=torch.float32)
         first = torch.randint(0, half, (batch_size,), generator=generator, device=dev)
@@ -240,7 +241,7 @@ class CopyTask:
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """One-hot float32 inputs (T, B, n_symbols + 2) and long category targets (T, B)."""
-        _check_int("batch_size", batch_size, 1)
+        batch_size = _check_int("batch_size", batch_size, 1)
         k, dev = self.n_copy, generator.device
         symbols = torch.randint(
             1, self.n_symbols + 1, (k, batch_size), generator=generator, device=dev

@@ -2,11 +2,12 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from rnnexp.cells import GRUCell, LSTMCell, RNNCell
+from rnnexp.cells import GRUCell, LSTMCell, RecurrentCell, RNNCell, builtin_equations
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 
@@ -85,28 +86,39 @@ def test_default_state_is_zero(kind):
     )
 
 
-def test_gru_conversion_round_trip_is_exact():
+CONVERTIBLE = [(RNNCell, {"nonlinearity": "relu"}), (GRUCell, {}), (LSTMCell, {})]
+
+
+@pytest.mark.parametrize("cls, options", CONVERTIBLE)
+def test_conversion_round_trip_is_exact(cls, options):
     torch.manual_seed(0)
-    ours = GRUCell(3, 4)
-    back = GRUCell.from_torch(ours.to_torch())
+    ours = cls(3, 4, **options)
+    back = cls.from_torch(ours.to_torch())
+    assert back.extra_repr() == ours.extra_repr()
     for (name, p), q in zip(ours.named_parameters(), back.parameters(), strict=True):
         assert torch.equal(p, q), name
-    x, h = torch.randn(2, 3), torch.randn(2, 4)
+    x, h = torch.randn(2, 3), _random_state("lstm" if cls is LSTMCell else "rnn", 2, 4)
     torch.testing.assert_close(ours.to_torch()(x, h), ours(x, h), rtol=1e-14, atol=1e-14)
 
 
-def test_gru_conversion_keeps_the_cells_dtype():
+@pytest.mark.parametrize("cls, options", CONVERTIBLE)
+def test_conversion_keeps_the_cells_dtype(cls, options):
     """A float64 cell converts to a float64 one, both ways, under torch's float32 default (the
     module's other tests run with float64 as the default, where a lost dtype would not show)."""
     torch.set_default_dtype(torch.float32)  # the fixture restores what it found
     torch.manual_seed(3)
-    ref = nn.GRUCell(2, 3).double()
-    ours = GRUCell.from_torch(ref)
+    ref = cls._torch_cell(2, 3, **options).double()
+    ours = cls.from_torch(ref)
     back = ours.to_torch()
     assert ours.weight_hh.dtype == back.weight_hh.dtype == torch.float64
-    x, h = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
-    torch.testing.assert_close(ours(x, h), ref(x, h), rtol=1e-14, atol=1e-14)
-    torch.testing.assert_close(back(x, h), ref(x, h), rtol=1e-14, atol=1e-14)
+    x = torch.randn(4, 2, dtype=torch.float64)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(back(x), ref(x), rtol=1e-14, atol=1e-14)
+
+
+def test_conversion_refuses_another_kind_of_cell():
+    with pytest.raises(TypeError, match=r"^RNNCell.from_torch takes a torch.nn.RNNCell, got GRU"):
+        RNNCell.from_torch(nn.GRUCell(2, 3))
 
 
 def test_gru_load_state_dict_keeps_our_convention():
@@ -245,11 +257,34 @@ def test_lstm_chrono_init_ranges():
         (lambda: GRUCell(2, 3, init="xavier"), "init must be one of default, orthogonal"),
         (lambda: LSTMCell(2, 3, forget_bias=1.0, chrono_max_len=10), "exclusive"),
         (lambda: LSTMCell(2, 3, chrono_max_len=1), "chrono_max_len must be an integer >= 3"),
+        (lambda: RNNCell(2, 3.0), r"hidden_size must be an integer >= 1, got 3.0"),
+        (lambda: RNNCell(3, 4)(torch.randn(3, 3), torch.randn(1, 4)), r"shape \(3, 4\) for input"),
+        (lambda: RNNCell(3, 4)(torch.randn(3), torch.randn(2, 4)), r"shape \(4,\) .* got \(2, 4\)"),
+        (
+            lambda: LSTMCell(3, 4)(torch.randn(2, 3), torch.randn(2, 8)),
+            r"shape \(\(2, 4\), \(2, 4\)\) for input of shape \(2, 3\), got \(2, 8\)",
+        ),
+        (lambda: RNNCell(3, 4).state_jacobian(torch.randn(2, 3), torch.randn(1, 4)), "(flat)"),
+        (
+            lambda: RNNCell(3, 4).fast_scan(torch.randn(5, 2, 3), torch.randn(2, 4).float()),
+            "state must have the inputs' dtype torch.float64, got torch.float32",
+        ),
     ],
 )
 def test_bad_arguments_say_what_is_allowed(make, message):
+    """Including a state that torch's cells refuse and ours would silently broadcast."""
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_numpy_integers_are_integers():
+    """As torch's cells take them: a sweep over np.arange(...) should not fail on its type."""
+    cell = LSTMCell(np.int64(3), np.int32(4), chrono_max_len=np.int64(10))
+    assert (cell.input_size, cell.hidden_size, cell.chrono_max_len) == (3, 4, 10)
+    assert type(cell.hidden_size) is int
+    assert "chrono_max_len=10" in repr(cell) and "init_scale=2.0" in repr(
+        RNNCell(2, 3, init_scale=2.0)
+    )
 
 
 # -- worked examples: one unit, weights by hand, inputs 1..5 --------------------------------
@@ -417,3 +452,35 @@ def test_a_subclass_that_changes_the_equations_falls_back_to_its_own_jacobian():
     )
     xs = torch.randn(5, 4, 2)
     torch.testing.assert_close(cell.fast_scan(xs), cell.scan(xs))
+
+
+def test_a_subclass_that_only_changes_the_init_keeps_the_fused_path():
+    """Overriding the initialisation keeps RNNCell's equations, so its fused BPTT and factored
+    Jacobian; overriding `_linear` (here adding a constant) changes them, so `fast_scan` is
+    `scan`, which follows the new step, and J is autograd's of it."""
+
+    class Scaled(RNNCell):
+        def reset_parameters(self):
+            super().reset_parameters()
+            with torch.no_grad():
+                self.weight_hh.mul_(0.5)
+
+    class Shifted(RNNCell):
+        def _linear(self, x, h):
+            gi, gh = super()._linear(x, h)
+            return gi + 1.0, gh
+
+        _jacobian = RecurrentCell._jacobian
+
+    assert builtin_equations(Scaled) is RNNCell and builtin_equations(Shifted) is None
+    torch.manual_seed(13)
+    xs = torch.randn(5, 4, 2, requires_grad=True)
+    scaled, shifted = Scaled(2, 3), Shifted(2, 3)
+    assert type(scaled.fast_scan(xs).grad_fn).__name__ == "RNNScanBackward"
+    plain = RNNCell(2, 3)
+    plain.load_state_dict(shifted.state_dict())
+    torch.testing.assert_close(shifted.fast_scan(xs), shifted.scan(xs))
+    assert not torch.allclose(shifted.fast_scan(xs), plain.fast_scan(xs))
+    x, s = torch.randn(4, 2), torch.randn(4, 3)
+    expected = torch.autograd.functional.jacobian(lambda s1: shifted.step(x[:1], s1), s[:1])
+    torch.testing.assert_close(shifted.state_jacobian(x, s)[:1], expected.squeeze(2))
