@@ -5,7 +5,7 @@ Everything here is cell-agnostic: it sees a cell only through its flat-state int
 `hidden`, `initial_state`, `flatten_state`, `state_size`), whose defaults come from
 `state_jacobian`, so a new cell needs nothing but `_forward` to be measured: its `_jacobian`
 comes from autograd unless it writes a closed form, which `check_jacobian` then holds to
-autograd at start-up.
+autograd on first use.
 
 Notation. s_0 ... s_T are the flat states of a run over inputs x_1 ... x_T (stored as
 inputs[0] ... inputs[T-1]), J_k = ds_k/ds_{k-1} = `cell.state_jacobian(inputs[k-1], s_{k-1})`,
@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
+import weakref
 
 import torch
 from torch import Tensor
 
-from rnnexp.cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
+from rnnexp.cells import RecurrentCell, builtin_equations
 from rnnexp.model import SequenceModel
+from rnnexp.tasks import Task
 
 NORMS = (2, "fro")
 _LN10 = math.log(10.0)
@@ -31,17 +34,21 @@ _MIN_SUBSPACE_DIM = 4  # what is carried on once a chunk of lags certified at th
 _EXTRA_ITERATIONS = 4  # of subspace iteration for a P not certified at first
 
 
+_checked: weakref.WeakSet[RecurrentCell] = weakref.WeakSet()  # cells check_jacobian passed
+
+
 @torch.no_grad()
-def check_jacobian(cell, tol: float = 1e-8) -> None:
+def check_jacobian(cell: RecurrentCell, tol: float = 1e-8) -> None:
     """That a cell's closed-form Jacobian, and the factored products the snapshots and the
-    Lyapunov exponents take from it, are autograd's J of its step: checked at start-up on 2
-    random inputs and states, in float64 (on a copy), for any cell but the three built in
-    (which the tests hold to torch's). A subclass that changes `_forward` and keeps its
-    parent's `_jacobian` would otherwise be measured wrong, silently. Raises ValueError."""
+    Lyapunov exponents take from it, are autograd's J of its step: checked on 2 random inputs
+    and states, in float64 (on a CPU copy), once per cell object, by every function here that
+    uses them (and by the trainer at start-up), for any cell but those with a built-in cell's
+    equations (which the tests hold to torch's). A subclass that changes `_forward` and keeps
+    its parent's `_jacobian` would otherwise be measured wrong, silently. Raises ValueError."""
     cls = type(cell)
-    if cls in (RNNCell, GRUCell, LSTMCell):
+    if builtin_equations(cls) is not None or cell in _checked:
         return
-    c = copy.deepcopy(cell).double()
+    c = copy.deepcopy(cell).double().cpu()
     gen = torch.Generator().manual_seed(0)
     x, s = (
         torch.randn(2, n, generator=gen, dtype=torch.float64) for n in (c.input_size, c.state_size)
@@ -70,6 +77,7 @@ def check_jacobian(cell, tol: float = 1e-8) -> None:
             f"{cls.__name__}.{name} disagrees with autograd of its step (largest error "
             f"{error:.2g} of the largest entry): {fix}"
         )
+    _checked.add(cell)
 
 
 def _check_inputs(inputs: Tensor) -> None:
@@ -77,7 +85,9 @@ def _check_inputs(inputs: Tensor) -> None:
         raise ValueError(f"inputs must have shape (T, B, n) with T >= 1, got {tuple(inputs.shape)}")
 
 
-def _jacobian_chunks(cell, inputs: Tensor, states: Tensor, budget: int, reverse: bool = False):
+def _jacobian_chunks(
+    cell: RecurrentCell, inputs: Tensor, states: Tensor, budget: int, reverse: bool = False
+):
     """Yield (k0, factors) with factors[j][i] the j-th of `cell.jacobian_factors` of
     J_{k0 + i + 1}, for chunks of at most ~`budget` bytes of (B, S, S) Jacobians.
 
@@ -181,7 +191,12 @@ def _certified_top_eigenvalue(p: Tensor, q: Tensor, gq: Tensor, tol: float) -> t
 
 @torch.no_grad()
 def state_jacobian_norms(
-    cell, inputs: Tensor, state=None, *, ord: int | str = 2, log: bool = False
+    cell: RecurrentCell,
+    inputs: Tensor,
+    state: Tensor | tuple[Tensor, Tensor] | None = None,
+    *,
+    ord: int | str = 2,
+    log: bool = False,
 ) -> Tensor:
     """||ds_T/ds_t|| for every t = 0..T and sample: (T+1, B), row T the identity's norm.
 
@@ -224,6 +239,7 @@ def state_jacobian_norms(
     if ord not in NORMS:
         raise ValueError(f"ord must be 2 (spectral) or 'fro' (Frobenius); got {ord!r}")
     _check_inputs(inputs)
+    check_jacobian(cell)
     states = cell.fast_scan(inputs, state)  # (T+1, B, S)
     T, B = inputs.shape[:2]
     S = states.shape[-1]
@@ -281,7 +297,7 @@ def state_jacobian_norms(
     return out if log else torch.pow(10.0, out).to(dtype)
 
 
-def gradient_norms(model: SequenceModel, task, inputs: Tensor, targets: Tensor) -> Tensor:
+def gradient_norms(model: SequenceModel, task: Task, inputs: Tensor, targets: Tensor) -> Tensor:
     """||dL/ds_t|| of the task loss for every t = 0..T and sample b: (T+1, B), column b sample b.
 
     Total derivatives from one backward pass through a reference unroll with `cell.step`, so
@@ -310,34 +326,48 @@ def gradient_norms(model: SequenceModel, task, inputs: Tensor, targets: Tensor) 
 
 
 @torch.no_grad()
-def lyapunov_exponents(cell, inputs: Tensor, state=None, *, k: int = 1, warmup: int = 0) -> Tensor:
+def lyapunov_exponents(
+    cell: RecurrentCell,
+    inputs: Tensor,
+    state: Tensor | tuple[Tensor, Tensor] | None = None,
+    *,
+    k: int = 1,
+    warmup: int = 0,
+) -> Tensor:
     """The k leading Lyapunov exponents of each sample's run: (B, k), per step, natural log.
 
     Benettin's QR method on the one-step Jacobians along the run: Q <- qr(J_t Q), summing
     log|diag R| over the steps after `warmup` (which let Q align with the leading directions)
-    and dividing by their number; sorted descending. Q starts as a fixed random orthonormal
-    k-frame (a private generator, so the global RNG is untouched): the first k coordinate axes
-    could sit in an invariant subspace and miss the leading directions. A Jacobian that kills
+    and dividing by their number. Column i estimates exponent i: descending once Q has
+    converged, and, not sorted, the same for every k >= i (a short run's columns may still be
+    out of order). Q starts as a fixed random orthonormal k-frame (a private generator, so the
+    global RNG is untouched): the first k coordinate axes could sit in an invariant subspace
+    and miss the leading directions. A Jacobian that kills
     a direction exactly gives -inf. J_t Q comes from `cell.jacobian_vector_product`, the
     factored one-step Jacobian applied to the k columns without forming J_t.
     """
     _check_inputs(inputs)
     S = cell.state_size
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= S:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= S:
         raise ValueError(f"k must be an integer in [1, state_size={S}], got {k!r}")
     T, B = inputs.shape[:2]
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < T:
+    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or not 0 <= warmup < T:
         raise ValueError(f"warmup must be an integer in [0, T={T}), got {warmup!r}")
+    k, warmup = int(k), int(warmup)
+    check_jacobian(cell)
     states = cell.fast_scan(inputs, state)
     gen = torch.Generator().manual_seed(0)
-    q = torch.linalg.qr(torch.randn(S, k, generator=gen, dtype=torch.float64)).Q
+    # drawn row by row, so that the first j columns are the same for every k >= j: Q's leading
+    # columns evolve independently of the later ones, and exponent i does not depend on k
+    start = torch.randn(k, S, generator=gen, dtype=torch.float64).T
+    q = torch.linalg.qr(start).Q
     q = q.to(dtype=states.dtype, device=states.device).expand(B, S, k)
     total = torch.zeros(B, k, dtype=torch.float64, device=states.device)
     for t in range(T):
         q, r = torch.linalg.qr(cell.jacobian_vector_product(inputs[t], states[t], q))
         if t >= warmup:
             total += r.diagonal(dim1=-2, dim2=-1).abs().double().log()
-    return (total / (T - warmup)).sort(dim=-1, descending=True).values
+    return total / (T - warmup)
 
 
 def memory_horizon(log10_norms: Tensor, threshold: float = 1e-3) -> tuple[float, float]:
@@ -351,10 +381,12 @@ def memory_horizon(log10_norms: Tensor, threshold: float = 1e-3) -> tuple[float,
     median falls below `threshold` (-inf counts as below), or T if it never does; nan if a NaN
     median comes first.
     """
-    if log10_norms.dim() != 2:
-        raise ValueError(f"log10_norms must have shape (T+1, B), got {tuple(log10_norms.shape)}")
-    if not threshold > 0:
-        raise ValueError(f"threshold must be > 0, got {threshold!r}")
+    if log10_norms.dim() != 2 or 0 in log10_norms.shape:
+        raise ValueError(
+            f"log10_norms must have shape (T+1, B), T >= 0, B >= 1, got {tuple(log10_norms.shape)}"
+        )
+    if not 0 < threshold < math.inf:
+        raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
     x = log10_norms.detach().double().cpu().flip(0)  # row = lag
     T = x.shape[0] - 1
     ordered = x.sort(dim=1).values  # NaN last

@@ -299,6 +299,17 @@ def test_lyapunov_arguments():
     assert lyapunov_exponents(LSTMCell(2, 3), inputs, k=6).shape == (1, 6)
 
 
+def test_the_leading_exponents_do_not_depend_on_how_many_are_asked_for():
+    """Q's first j columns evolve on their own, and their start is the same for every k, so on
+    a short run (where the estimate still depends on the start) exponent 1 is the same for any
+    k, and exponents 1..2 the same for k = 2 and 4."""
+    torch.manual_seed(14)
+    cell, inputs = LSTMCell(3, 8), torch.randn(20, 6, 3)
+    runs = {k: lyapunov_exponents(cell, inputs, k=k, warmup=5) for k in (1, 2, 4)}
+    torch.testing.assert_close(runs[2][:, :1], runs[1], rtol=1e-12, atol=0)
+    torch.testing.assert_close(runs[4][:, :2], runs[2], rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("kind", list(CELLS))
 def test_a_wrong_start_state_is_refused_not_broadcast(kind):
     cell, inputs, _ = _case(kind, 3, 5, 2, seed=1)
@@ -425,6 +436,21 @@ def test_memory_horizon_slope_and_crossing():
     assert memory_horizon(logs, threshold=1e-7) == (pytest.approx(-0.125), 50.0)  # never: T
 
 
+@pytest.mark.parametrize(
+    "logs, threshold, message",
+    [
+        (torch.zeros(0, 3), 1e-3, r"shape \(T\+1, B\), T >= 0, B >= 1, got \(0, 3\)"),
+        (torch.zeros(4, 0), 1e-3, r"got \(4, 0\)"),
+        (torch.zeros(4), 1e-3, r"got \(4,\)"),
+        (torch.zeros(4, 2), math.inf, "threshold must be a finite number > 0, got inf"),
+        (torch.zeros(4, 2), 0.0, "threshold must be a finite number > 0, got 0.0"),
+    ],
+)
+def test_memory_horizon_arguments(logs, threshold, message):
+    with pytest.raises(ValueError, match=message):
+        memory_horizon(logs, threshold)
+
+
 def test_memory_horizon_handles_minus_infinity_and_even_batches():
     logs = _synthetic(-0.125, 40, spread=(-1.0, -0.5, 0.5, 1.0))  # median of 4: middle mean
     logs[:5, 0] = -math.inf  # one dead sample at the longest lags: the median is unaffected
@@ -520,3 +546,50 @@ def test_check_jacobian_holds_a_cells_own_closed_form_to_autograd():
     with pytest.raises(ValueError, match=r"^TwiceTheProduct\.left_jacobian_product disagrees"):
         check_jacobian(TwiceTheProduct(2, 5))
     check_jacobian(RNNCell(2, 5))  # the built-in cells are the tests' to check, not start-up's
+
+
+def test_the_library_checks_a_closed_form_on_first_use_too(monkeypatch):
+    """Not only the trainer: a notebook's state_jacobian_norms or lyapunov_exponents on a cell
+    with a wrong `_jacobian` fails, where it would report wrong numbers; a right one passes and
+    is checked (against autograd's J) once per cell object."""
+    inputs = torch.randn(6, 3, 2)
+    for measure in (state_jacobian_norms, lyapunov_exponents):
+        with pytest.raises(ValueError, match=r"HalfStepRNNCell\._jacobian disagrees"):
+            measure(HalfStepRNNCell(2, 5), inputs)
+    checks, autograd = [], RecurrentCell._jacobian
+    monkeypatch.setattr(
+        RecurrentCell, "_jacobian", lambda c, x, s: checks.append(c) or autograd(c, x, s)
+    )
+    cell = LeakyRNNCell(2, 5)
+    state_jacobian_norms(cell, inputs)
+    state_jacobian_norms(cell, inputs, ord="fro")
+    lyapunov_exponents(cell, inputs)
+    assert len(checks) == 1
+    state_jacobian_norms(LeakyRNNCell(2, 5), inputs)
+    assert len(checks) == 2
+
+
+def _step_of_one(cell, x, s):
+    return cell.step(x[None], s[None])[0]
+
+
+def test_autograds_jacobian_of_a_step_that_vmap_cannot_batch():
+    """Python control flow on a value (here: which of two equations, by the state's sign)
+    cannot be vmapped; the default `_jacobian` then goes sample by sample, and is still J."""
+
+    class Switching(AutogradLeakyRNNCell):
+        def _forward(self, x, h):
+            if h.sum() > 0:
+                return super()._forward(x, h)
+            return torch.tanh(self._linear(x, h)[1])
+
+    torch.manual_seed(15)
+    cell = Switching(2, 4)
+    x, s = torch.randn(6, 2), torch.randn(6, 4)
+    expected = torch.stack(
+        [
+            torch.autograd.functional.jacobian(functools.partial(_step_of_one, cell, x1), s1)
+            for x1, s1 in zip(x, s, strict=True)
+        ]
+    )
+    torch.testing.assert_close(cell.state_jacobian(x, s), expected, rtol=1e-12, atol=1e-12)

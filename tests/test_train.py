@@ -143,10 +143,7 @@ def test_lyapunov_table(grid):
     assert exponents[stats].notna().all().all()  # the IRNN's dead relus give -inf, not NaN
     summary = load_runs(grid).set_index("run_id")
     for (run, step), snap in exponents.groupby(["run_id", "step"]):
-        assert snap["index"].tolist() == [1, 2, 3]
-        # each sample's exponents descend, so every order statistic over the batch does too
-        for column in [*stats, "lyapunov_exponent_mean"]:
-            assert snap[column].is_monotonic_decreasing, (run, step, column)
+        assert snap["index"].tolist() == [1, 2, 3]  # in QR order, not sorted: runs this short
         q10, median, q90 = (snap[c].to_numpy() for c in stats)
         assert (q10 <= median).all() and (median <= q90).all()  # -inf included (dead relu)
         if step in (0, 6):
