@@ -17,6 +17,10 @@ overhead. These Functions compute exactly the same states with far fewer ops per
 Per-step views are made before the loops (`_per_step`): slicing a tensor costs microseconds,
 as much as the small ops themselves. Every Function returns the flat states s_0 ... s_T,
 (T+1, B, S), like `scan`; the tests hold them and their gradients to the reference unroll.
+
+First derivatives only: a backward with create_graph=True (a double backward, a Hessian-vector
+product) fails in one line instead of with out='s message, and torch.func's transforms do not
+go through these Functions. For either, unroll with `scan` (`SequenceModel(..., fused=False)`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,16 @@ import torch
 from torch import Tensor
 
 from rnnexp.cells import gru_jacobian_factors, lstm_jacobian_factors, rnn_jacobian_factor
+
+
+def _first_order_only() -> None:
+    """Backward runs with grad mode on only under create_graph=True. (`once_differentiable`
+    would let it run, and `torch.autograd.functional.hvp` would then return zeros, silently.)"""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "the fused unroll gives first derivatives only; for higher ones (create_graph=True)"
+            " unroll with the reference scan: SequenceModel(cell, ..., fused=False)"
+        )
 
 
 def _per_step(x: Tensor, start: int = 0, stop: int | None = None) -> tuple[Tensor, ...]:
@@ -125,6 +139,7 @@ class RNNScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_states):
+        _first_order_only()
         inputs, w_ih, w_hh, states, b_ih = ctx.saved_tensors
         T = inputs.shape[0]
         slope = rnn_jacobian_factor(states[1:], ctx.nonlinearity)  # phi'(a_t), every t
@@ -178,6 +193,7 @@ class GRUScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_states):
+        _first_order_only()
         inputs, w_ih, w_hh, states, gates, gh, b_ih = ctx.saved_tensors
         T, B, _ = inputs.shape
         m = w_hh.shape[1]
@@ -248,6 +264,7 @@ class LSTMScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_states):
+        _first_order_only()
         inputs, w_ih, w_hh, states, gates, tanh_c, b_ih = ctx.saved_tensors
         T, B, _ = inputs.shape
         m = w_hh.shape[1]

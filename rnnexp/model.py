@@ -12,7 +12,8 @@ class SequenceModel(nn.Module):
 
     Cell-agnostic: it only uses the cell's flat-state interface (`fast_scan` or `scan`,
     `hidden`). `fused=False` unrolls with the readable reference `scan` instead of the
-    hand-derived BPTT; both compute the same states and gradients.
+    hand-derived BPTT; both compute the same states and first derivatives. Higher derivatives
+    (create_graph=True) and torch.func's transforms (jacrev, jvp, vmap) need `fused=False`.
     """
 
     def __init__(self, cell: RecurrentCell, output_size: int, fused: bool = True) -> None:

@@ -120,3 +120,31 @@ def test_fused_model_trains_like_the_reference():
             opt.step()
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["tanh", "gru", "lstm"])
+def test_higher_derivatives_need_the_reference_unroll_and_the_fused_one_says_so(kind):
+    """The fused backward is first-order: a backward with create_graph=True fails in one line,
+    where torch.autograd.functional.hvp could return zeros. With fused=False the
+    Hessian-vector product is right: it matches a central difference of the gradient."""
+    torch.manual_seed(5)
+    cell, _ = _pair(kind, 2, 3)
+    x, v = torch.randn(2, 4, 6, 2, dtype=torch.float64).unbind(0)
+
+    def grad(model, x):
+        x = x.detach().requires_grad_()
+        (g,) = torch.autograd.grad(model(x).square().sum(), x, create_graph=True)
+        return x, g
+
+    fused = SequenceModel(cell, 1).double()
+    with pytest.raises(RuntimeError, match=r"^the fused unroll gives first derivatives only"):
+        grad(fused, x)
+    with pytest.raises(RuntimeError, match="fused=False"):  # not zeros
+        torch.autograd.functional.hvp(lambda x: fused(x).square().sum(), x, v)
+    reference = SequenceModel(cell, 1, fused=False).double()
+    reference.readout.load_state_dict(fused.readout.state_dict())
+    x1, g = grad(reference, x)
+    (hvp,) = torch.autograd.grad((g * v).sum(), x1)
+    eps = 1e-5
+    difference = (grad(reference, x + eps * v)[1] - grad(reference, x - eps * v)[1]) / (2 * eps)
+    torch.testing.assert_close(hvp, difference, rtol=1e-6, atol=1e-8)
