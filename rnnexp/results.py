@@ -173,6 +173,12 @@ def load_runs(path: str | os.PathLike, table: str = "summary") -> pd.DataFrame:
     if not frames:
         return pd.DataFrame()
     table = pd.concat(frames, ignore_index=True).infer_objects()
+    # an integer key that some runs lack (copy's n_symbols beside adding runs) would turn
+    # float64 through its NaNs: pandas' nullable Int64 keeps it an integer, with <NA>
+    is_int = pd.api.types.is_integer_dtype
+    for column in {c for f in frames for c, t in f.dtypes.items() if is_int(t)}:
+        if not is_int(table[column]) and all(is_int(f[column]) for f in frames if column in f):
+            table[column] = table[column].astype("Int64")
     # runs of different tasks have different config keys: keep every config column first
     config = [*dict.fromkeys(c for f in frames for c in _config_names(f) if c != "run_id")]
     config.append("run_id")

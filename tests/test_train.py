@@ -66,6 +66,10 @@ def test_every_cell_trains_on_both_tasks(grid):
     )
     assert (summary.status == "ok").all()
     assert summary.run_id.is_unique
+    # a key only the copy runs have stays an integer column, <NA> on the adding runs
+    assert summary.n_symbols.dtype == "Int64" and summary.seq_len.dtype == "int64"
+    assert summary[summary.task == "copy"].n_symbols.tolist() == [8] * 4
+    assert summary[summary.task == "adding"].n_symbols.isna().all()
 
 
 def test_summary_columns(grid):
