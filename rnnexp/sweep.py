@@ -87,9 +87,14 @@ def check_launcher(launcher: DictConfig) -> None:
 
 
 class SweepCallback(Callback):
+    # the sweep this process launches, once its grid is checked: what a Ctrl-C, which ends the
+    # process without on_multirun_end, reports on (`interrupted_account`)
+    current: SweepCallback | None = None
+
     def __init__(self) -> None:
         self.started = 0.0
         self.grid: set[str] = set()
+        self.sweep_dir = Path()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
@@ -99,6 +104,23 @@ class SweepCallback(Callback):
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+        SweepCallback.current = self
+
+    @classmethod
+    def interrupted_account(cls) -> str:
+        """After a Ctrl-C: how many of this grid's runs have a result, and the sweep's table
+        rebuilt from them, so that what finished can be read before the resume."""
+        sweep = cls.current
+        if sweep is None:  # interrupted while the grid was being checked
+            return "no run had started; run the same command again to start the sweep"
+        table = aggregate(sweep.sweep_dir)
+        done = len(sweep.grid & set(table["run_id"])) if not table.empty else 0
+        kept = f"in {sweep.sweep_dir / 'summary.parquet'}" if done else "(no table written)"
+        return (
+            f"{done} of the sweep's {len(sweep.grid)} runs finished, kept {kept}; run the same "
+            f"command again to resume the {len(sweep.grid) - done} unfinished"
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

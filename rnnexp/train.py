@@ -69,6 +69,7 @@ from rnnexp.results import (
     write_table,
     write_text,
 )
+from rnnexp.sweep import SweepCallback
 from rnnexp.tasks import check_task
 
 log = logging.getLogger(__name__)
@@ -506,7 +507,8 @@ def app(cfg: DictConfig) -> None:
         try:
             _run_and_log(cfg, run_dir, names, multirun, parallel)
         except KeyboardInterrupt as e:
-            if multirun:
+            if multirun:  # the sweep's process reports; the run's log says what became of it
+                log.warning("interrupted: no summary; the sweep's resume runs it again")
                 raise
             raise RunInterrupted(run_dir) from e
 
@@ -634,13 +636,25 @@ def main() -> None:
         for child in multiprocessing.active_children():
             child.terminate()
         if any(a in SWEEP_FLAGS for a in sys.argv[1:]):
-            what = "finished runs are kept; run the same command again to resume"
+            what = SweepCallback.interrupted_account()
         elif isinstance(e, RunInterrupted):
             what = f"{e.run_dir}: unfinished (no summary); its metrics so far are kept"
         else:  # before the run had a folder
             what = "the run had not started"
-        print(f"interrupted: {what}", file=sys.stderr)
+        _say(f"interrupted: {what}")
         sys.exit(130)
+
+
+def _say(line: str) -> None:
+    """A line on stderr that a closed pipe cannot turn into a traceback and exit status 1: a
+    Ctrl-C in a terminal reaches `... 2>&1 | tee log` too, and tee may have died first."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:  # BrokenPipeError: and Python's own flush at exit would fail the same way
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(devnull, stream.fileno())
 
 
 if __name__ == "__main__":

@@ -70,8 +70,14 @@ def test_ctrl_c_ends_a_sweep_with_one_line_and_keeps_its_finished_runs(tmp_path,
     result = _signal_when(args, one_done_one_training)
     assert result.returncode == 130
     assert "Traceback" not in result.stderr
-    expected = "interrupted: finished runs are kept; run the same command again to resume"
+    expected = (
+        f"interrupted: 1 of the sweep's 2 runs finished, kept in {tmp_path / 'summary.parquet'};"
+        " run the same command again to resume the 1 unfinished"
+    )
     assert result.stderr.strip().splitlines()[-1] == expected
+    assert len(pd.read_parquet(tmp_path / "summary.parquet")) == 1
+    logs = [p.read_text() for p in tmp_path.glob("*/train.log")]
+    assert sum("interrupted: no summary; the sweep's resume runs it again" in t for t in logs) == 1
     assert "leaked" not in result.stderr
     resumed = ok(cli(*sweep, "diagnostics.enabled=false", "train.steps=6"))
     assert "1 run: 1 ok, 0 diverged, 0 failed (1 of them skipped" in resumed.stdout
@@ -113,6 +119,27 @@ def test_ctrl_c_between_runs_ends_a_job_process_quietly():
     )
     assert result.stdout.split() == ["run", "interrupted", "130"]
     assert result.stderr == ""
+
+
+CLOSED_STDERR = """
+import os, sys
+from rnnexp.train import _say
+
+read, write = os.pipe()
+os.close(read)  # as tee, killed by the same Ctrl-C, leaves `... 2>&1 | tee log`
+os.dup2(write, 2)
+os.dup2(write, 1)
+sys.stdout.write("a log line not yet flushed: Python flushes it at exit")
+_say("interrupted: ...")
+sys.exit(130)
+"""
+
+
+def test_the_interrupt_line_into_a_closed_pipe_keeps_the_exit_status():
+    """It raised BrokenPipeError, and Python exited 1 with a traceback nobody could see."""
+    env = {k: v for k, v in user_env().items() if k != "PYTHONUNBUFFERED"}  # a user's shell
+    result = subprocess.run([sys.executable, "-c", CLOSED_STDERR], cwd=REPO, env=env, timeout=120)
+    assert result.returncode == 130
 
 
 def test_ctrl_c_ends_job_processes_that_it_did_not_reach(monkeypatch):
