@@ -222,11 +222,31 @@ def _run_key(*frames: pd.DataFrame | None) -> str:
     return "run_dir" if all("run_dir" in f.columns for f in present) else "run_id"
 
 
+def _once_each(df: pd.DataFrame, table: str) -> pd.DataFrame:
+    """One folder per run_id: the same config and seed found in several folders (a sweep
+    copied, or the same point in two sweeps under results/) is one run, not one more seed.
+    The first folder's rows are kept, with a warning."""
+    if not {"run_id", "run_dir"} <= set(df.columns):
+        return df
+    folders = df[["run_id", "run_dir"]].drop_duplicates()
+    first = folders.sort_values("run_dir").drop_duplicates("run_id")
+    if len(first) == len(folders):
+        return df
+    warnings.warn(
+        f"{table}: {folders.run_id.duplicated().sum()} more folder(s) of runs already found "
+        f"elsewhere (same config and seed) left out: each run counts once",
+        stacklevel=3,
+    )
+    return df[df["run_dir"].isin(first["run_dir"])]
+
+
 def _ok_runs(df: pd.DataFrame, summary: pd.DataFrame | None, table: str) -> pd.DataFrame:
-    """`df` restricted to runs whose status is ok, from its own column or from `summary`.
+    """`df` restricted to runs whose status is ok, from its own column or from `summary`,
+    each run once (`_once_each`).
 
     Warns of the runs left out, by status: a figure's "2 seeds" counts the kept runs only.
     """
+    df = _once_each(df, table)
     key = _run_key(df, summary)
     if "status" in df.columns:
         runs = df[[key, "status"]].drop_duplicates(key)
@@ -300,11 +320,20 @@ def _length_label(task: Any) -> str:
 
 
 def _seeds_text(df: pd.DataFrame, key: str, by: Sequence[str] = ("cell",)) -> str:
-    """'2 seeds' (or '1–3 seeds'): how many runs each plotted point or line pools."""
-    counts = df.groupby(list(by))[key].nunique()
-    low, high = int(counts.min()), int(counts.max())
-    n = str(low) if low == high else f"{low}\N{EN DASH}{high}"
-    return f"{n} seed{'s' if high > 1 else ''}"
+    """'2 seeds' (or '1–3 seeds'): how many seeds each plotted point or line pools, and how
+    many runs where that is more (runs that differ in another key, of which _warn_mixed
+    warns): '3 seeds (6 runs)'."""
+
+    def span(counts: pd.Series) -> tuple[str, int]:
+        low, high = int(counts.min()), int(counts.max())
+        return (str(low) if low == high else f"{low}\N{EN DASH}{high}"), high
+
+    groups = df.groupby(list(by))
+    runs = groups[key].nunique()
+    seeds = groups["seed"].nunique() if "seed" in df.columns else runs
+    n, high = span(seeds)
+    text = f"{n} seed{'s' if high > 1 else ''}"
+    return text if runs.equals(seeds) else f"{text} ({span(runs)[0]} runs)"
 
 
 def _join(*parts: str) -> str:
@@ -495,7 +524,7 @@ def success_heatmap_figure(summary: pd.DataFrame, value: str = "accuracy") -> Fi
         raise ValueError(f"value must be 'accuracy' or 'solved', got {value!r}")
     col = "final_eval_accuracy" if value == "accuracy" else "solved_step"
     cols = ["cell", "seq_len", "hidden_size", "status", col]
-    s = _require(summary, cols, "summary")
+    s = _once_each(_require(summary, cols, "summary"), "summary")
     s = s[s["status"] != "failed"]
     if s.empty:
         raise ValueError("no summary rows of a run that finished (every run failed)")
@@ -663,10 +692,7 @@ def memory_horizon_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None 
     cols = ["cell", "seq_len", "status"] + [
         f"{q}_{w}" for q in ("memory_horizon", "log10_decay_rate") for w in ("init", "final")
     ]
-    s = _require(summary, cols, "summary")
-    s = s[s["status"] == "ok"]
-    if s.empty:
-        raise ValueError("no summary rows of a run with status ok")
+    s = _ok_runs(_require(summary, cols, "summary"), None, "summary")
     fixed = _single(s, ("task", "hidden_size"), "summary")
     _warn_mixed(s, "summary", allowed=("seq_len",))
     s = _finite(s, cols[3:])
@@ -762,7 +788,7 @@ def init_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None = None) ->
     a second panel shows the decay curves at initialisation (as in `vanishing_figure`).
     """
     cols = ["cell", "status", "log10_decay_rate_init", "final_eval_accuracy"]
-    s = _require(summary, cols, "summary")
+    s = _once_each(_require(summary, cols, "summary"), "summary")
     s = s[s["status"] != "failed"]
     if s.empty:
         raise ValueError("no summary rows of a run that finished (every run failed)")
@@ -890,8 +916,8 @@ def select(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Apply the filters in `args` to every table; for each column of `one_of` left unset that
-    holds several values, keep one (the first task, the largest seq_len or hidden size) and
-    say so through `log`, so that a script draws something sensible on a whole sweep."""
+    holds several values, keep one (the first task, the largest seq_len, hidden size or
+    steps) and say so through `log`, so that a script draws something sensible on a sweep."""
     tables = dict(tables)
     for option, col in FILTERS.items():
         wanted = getattr(args, option, None)
@@ -934,7 +960,7 @@ def script_main(
     name: str | Callable[[argparse.Namespace], str],
     tables: Sequence[str],
     draw: Callable[[dict[str, pd.DataFrame], argparse.Namespace], Figure],
-    one_of: Sequence[str] = ("task", "seq_len", "hidden_size"),
+    one_of: Sequence[str] = ("task", "seq_len", "hidden_size", "steps"),
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
     prog: str | None = None,
 ) -> int:

@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name="memory_horizon",
         tables=("summary", "jacobians"),
         draw=lambda t, args: plots.memory_horizon_figure(t["summary"], t["jacobians"]),
-        one_of=("task", "hidden_size"),
+        one_of=("task", "hidden_size", "steps"),
     )
 
 

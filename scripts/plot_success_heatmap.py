@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name=lambda args: f"success_{args.value}",
         tables=("summary",),
         draw=lambda t, args: plots.success_heatmap_figure(t["summary"], value=args.value),
-        one_of=("task",),
+        one_of=("task", "steps"),
         add_arguments=_value_option,
     )
 

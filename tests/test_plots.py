@@ -439,6 +439,9 @@ def test_memory_horizon_init_and_final_per_cell(tables):
     final = [line for line in r_ax.get_lines() if line.get_linestyle() == "-"]
     rnn = next(line for line in final if to_hex(line.get_color()) == plots.cell_color("rnn"))
     assert np.allclose(rnn.get_ydata(), (RATE["rnn"] + 0.005) / 2)
+    diverged = summary.assign(status=np.where(summary.index == summary.index[0], "diverged", "ok"))
+    with pytest.warns(UserWarning, match=r"^summary: left out 1 diverged"):  # as the others do
+        plots.memory_horizon_figure(diverged)
 
 
 def test_init_figure_one_marker_per_run(one):
@@ -604,3 +607,32 @@ def test_script_runs_as_a_file(sweep, tmp_path, monkeypatch, capsys):
         str(tmp_path / "memory_horizon.png"),
         str(tmp_path / "memory_horizon.pdf"),
     ]
+
+
+def test_a_run_in_two_folders_counts_once_and_seeds_are_not_runs(sweep, tmp_path, capsys):
+    """results/ holding a sweep and its copy: each run once (with a warning), so the note
+    says 2 seeds, not 4; runs that differ in steps as well are picked, not pooled."""
+    root = tmp_path / "results"
+    for name in ("sweep", "copy"):
+        shutil.copytree(sweep, root / name)
+    main = load_script("plot_learning_curves").main
+    args = ["--seq-len", "20", "--hidden-size", "16", "--out", str(tmp_path / "figures")]
+    assert main([str(root), *args]) == 0
+    err = capsys.readouterr().err
+    per_setting = len(CELLS) * len(SEEDS)  # the runs of that length and size
+    assert f"warning: metrics: {per_setting} more folder(s) of runs already found" in err
+    setting = "seq_len == 20 and hidden_size == 16"
+    fig = plots.learning_curves_figure(load_runs(root, table="metrics").query(setting))
+    note = " ".join(t.get_text() for t in fig.texts)
+    assert "over 2 seeds" in note and "runs)" not in note
+    longer = root / "copy"
+    for path in longer.glob("*/summary.parquet"):
+        write_table(
+            pd.read_parquet(path).assign(steps=2 * STEPS, run_id=lambda d: d.run_id + "x"), path
+        )
+    assert main([str(root), *args]) == 0
+    err = capsys.readouterr().err
+    assert f"several steps values ({STEPS}, {2 * STEPS}): plotting {2 * STEPS} (--steps)" in err
+    with pytest.warns(UserWarning, match="runs pooled differ in steps"):
+        mixed = plots.learning_curves_figure(load_runs(root, table="metrics").query(setting))
+    assert "over 2 seeds (4 runs)" in " ".join(t.get_text() for t in mixed.texts)
