@@ -69,8 +69,9 @@ def report(
     lines = [f"sweep {sweep_dir}: {runs}: " + ", ".join(parts) + done]
     if held:
         lines.append(
-            f"{held} {'run is' if held == 1 else 'runs are'} being run by another process (a "
-            "second launch of this sweep, say): its report counts them when they finish."
+            f"{held} {'run is' if held == 1 else 'runs are'} being run by another process: a "
+            "second launch of this sweep, whose report counts them when they finish, or a job "
+            "process of a killed one, finishing its run (python -m rnnexp.aggregate then)."
         )
     if missing > held:
         lines.append(

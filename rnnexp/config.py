@@ -143,6 +143,9 @@ def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
     except MissingConfigException as e:
         options = _group_options(e.missing_cfg_file) if e.options else []
         available = f"; available: {', '.join(options)}" if options else ""
+        if any(o.startswith("+") and "hydra.searchpath" in o.split("=")[0] for o in overrides):
+            # Hydra reads the search path before composing, from the command line's own key
+            available += "; hydra.searchpath=[...] takes no +"
         raise ConfigError(str(e).splitlines()[0] + available) from e
     except yaml.YAMLError as e:  # a config file of one's own that is not valid YAML
         where = getattr(e, "problem_mark", None)

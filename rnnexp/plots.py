@@ -712,7 +712,9 @@ def memory_horizon_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None 
             Line2D([], [], color="0.3", ls="--", marker="o", mfc="white", label="at init"),
             Line2D([], [], color="0.3", ls="-", marker="o", label="after training"),
         ]
-        if len(cap):
+        if len(cap) == 1:  # one length: a line through one point would not show
+            h_ax.axhline(cap.iloc[0], **REF_LINE)
+        elif len(cap):
             h_ax.plot(cap.index, cap.to_numpy(), **REF_LINE)
             extra.append(Line2D([], [], **REF_LINE, label="sequence length"))
         r_ax.axhline(0.0, **REF_LINE)

@@ -439,6 +439,10 @@ def test_memory_horizon_init_and_final_per_cell(tables):
     final = [line for line in r_ax.get_lines() if line.get_linestyle() == "-"]
     rnn = next(line for line in final if to_hex(line.get_color()) == plots.cell_color("rnn"))
     assert np.allclose(rnn.get_ydata(), (RATE["rnn"] + 0.005) / 2)
+    one = tables["summary"].query("hidden_size == 8 and seq_len == 20")  # one length: its cap
+    h_ax = panels(plots.memory_horizon_figure(one, tables["jacobians"]))[0]
+    caps = [line.get_ydata() for line in h_ax.get_lines() if line.get_linestyle() == ":"]
+    assert len(caps) == 1 and list(caps[0]) == [20, 20]  # a line across, not one point
     diverged = summary.assign(status=np.where(summary.index == summary.index[0], "diverged", "ok"))
     with pytest.warns(UserWarning, match=r"^summary: left out 1 diverged"):  # as the others do
         plots.memory_horizon_figure(diverged)

@@ -239,6 +239,17 @@ def test_bad_values_end_with_one_line(tmp_path, override, message):
     assert not out.exists()  # checked before Hydra makes the run's folder and log
 
 
+def test_a_search_path_given_with_a_plus_says_it_takes_none(tmp_path):
+    """Hydra reads hydra.searchpath before composing: with + its folder's task is not found,
+    and Hydra's line alone does not say why."""
+    result = cli(f"+{TESTS_CONF}", "task=last_bit", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: In 'config': Could not find 'task/last_bit'; available: adding, copy; "
+        "hydra.searchpath=[...] takes no +"
+    )
+
+
 @pytest.mark.parametrize(
     "text,message",
     [
