@@ -145,6 +145,7 @@ class RecurrentCell(nn.Module):
         computes, on its device and in its dtype."""
         if cls._torch_cell is None or not isinstance(cell, cls._torch_cell):
             raise TypeError(f"{cls.__name__}.from_torch takes a {cls._torch_name()}, got {cell!r}")
+        cls._check_torch_equations()
         ours = cls(cell.input_size, cell.hidden_size, bias=cell.bias, **cls._torch_options(cell))
         ours.to(device=cell.weight_hh.device, dtype=cell.weight_hh.dtype)
         cls._copy_parameters(cell, ours)
@@ -154,11 +155,21 @@ class RecurrentCell(nn.Module):
         """The `torch.nn` cell computing exactly what this cell computes."""
         if self._torch_cell is None:
             raise TypeError(f"{type(self).__name__} has no torch.nn counterpart")
+        self._check_torch_equations()
         options = self._torch_options(self)
         cell = self._torch_cell(self.input_size, self.hidden_size, bias=self.bias, **options)
         cell.to(device=self.weight_hh.device, dtype=self.weight_hh.dtype)
         self._copy_parameters(self, cell)
         return cell
+
+    @classmethod
+    def _check_torch_equations(cls) -> None:
+        """A subclass that changes the equations computes what no torch cell does."""
+        if builtin_equations(cls) is None:
+            raise TypeError(
+                f"{cls.__name__} changes the equations of {cls._torch_name()}'s counterpart "
+                "(see rnnexp.cells.builtin_equations): no torch cell computes it"
+            )
 
     @classmethod
     def _torch_name(cls) -> str:
@@ -221,11 +232,12 @@ class RecurrentCell(nn.Module):
             raise ValueError(f"expected input of shape (B, n) or (n,), got {tuple(input.shape)}")
         unbatched = input.dim() == 1
         x = input.unsqueeze(0) if unbatched else input
-        zeros = self.unflatten_state(self.initial_state(x))
         if state is None:
-            state = zeros
+            state = self.unflatten_state(self.initial_state(x))
         elif unbatched:
             state = _map_state(state, lambda t: t.unsqueeze(0))
+        # the shapes forward takes, from a state on the meta device: nothing allocated
+        zeros = self.unflatten_state(torch.empty(x.shape[0], self.state_size, device="meta"))
         if _shapes(state) != _shapes(zeros):  # as torch's cells: a broadcast would go unseen
             want = _map_state(zeros, lambda t: t[0]) if unbatched else zeros
             got = _map_state(state, lambda t: t[0]) if unbatched else state
@@ -684,10 +696,10 @@ def builtin_equations(cls: type) -> type | None:
     """
     for builtin in (RNNCell, GRUCell, LSTMCell):
         if issubclass(cls, builtin):
-            mro = cls.__mro__
-            overridden = {
+            overridden = {  # by any class the built-in does not have: a mixin after it too
                 name
-                for k in mro[: mro.index(builtin)]
+                for k in cls.__mro__
+                if k not in builtin.__mro__
                 for name in vars(k)
                 if hasattr(builtin, name) and not (name.startswith("__") and name.endswith("__"))
             }

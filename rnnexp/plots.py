@@ -716,6 +716,7 @@ def memory_horizon_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None 
             h_ax.axhline(cap.iloc[0], **REF_LINE)
         elif len(cap):
             h_ax.plot(cap.index, cap.to_numpy(), **REF_LINE)
+        if len(cap):
             extra.append(Line2D([], [], **REF_LINE, label="sequence length"))
         r_ax.axhline(0.0, **REF_LINE)
         for i, cell in enumerate(cells):

@@ -31,7 +31,7 @@ from rnnexp.config import (
     run_id,
     split_grid,
 )
-from rnnexp.results import is_held
+from rnnexp.results import FINISHED, is_held
 
 
 def grid_points(config: DictConfig) -> list[list[str]]:
@@ -109,20 +109,25 @@ class SweepCallback(Callback):
 
     @classmethod
     def interrupted_account(cls) -> str:
-        """After a Ctrl-C: how many of this grid's runs have a result, and the sweep's table
-        rebuilt from them, so that what finished can be read before the resume."""
-        sweep = cls.current
+        """After a Ctrl-C: how many of this grid's runs finished (ok or diverged: what a resume
+        skips), and the sweep's table rebuilt, so that they can be read before the resume."""
+        sweep, fallback = cls.current, "finished runs are kept; run the same command to resume"
         if sweep is None:  # interrupted while the grid was being checked
             return "no run had started; run the same command again to start the sweep"
-        table = aggregate(sweep.sweep_dir)
-        done = len(sweep.grid & set(table["run_id"])) if not table.empty else 0
-        kept = f"in {sweep.sweep_dir / 'summary.parquet'}" if done else "(no table written)"
+        try:  # the folder may not exist yet; a second Ctrl-C may land in here
+            table = aggregate(sweep.sweep_dir)
+        except (OSError, ValueError, KeyboardInterrupt):
+            return fallback
+        finished = table[table["status"].isin(FINISHED)] if not table.empty else table
+        done = len(sweep.grid & set(finished["run_id"])) if not table.empty else 0
+        kept = f"in {sweep.sweep_dir / 'summary.parquet'}" if len(table) else "(no table written)"
         return (
             f"{done} of the sweep's {len(sweep.grid)} runs finished, kept {kept}; run the same "
-            f"command again to resume the {len(sweep.grid) - done} unfinished"
+            f"command again to resume the other {len(sweep.grid) - done}"
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        SweepCallback.current = None
         sweep_dir = Path(config.hydra.sweep.dir)
         table = aggregate(sweep_dir)  # every run in the folder: other grids' too
         ours = table[table["run_id"].isin(self.grid)] if not table.empty else table

