@@ -406,7 +406,7 @@ RESULT_TYPES = (
         for tag in ("init", "final")
         for k in ("memory_horizon", "log10_decay_rate", "lyapunov_exponent")
     }
-    | {"wall_seconds": "float64"}
+    | {"torch_threads": "Int64", "wall_seconds": "float64"}  # threads: what null resolved to
 )
 
 
@@ -471,8 +471,13 @@ def run(cfg: DictConfig, run_dir: Path, names: dict[str, str], parallel: bool = 
         values = fit(cfg, task, model, run_dir, label)
     except Exception as e:  # not KeyboardInterrupt: an interrupted run stays unfinished
         failed = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-        write_summary(run_dir, columns, failed | {"wall_seconds": time.perf_counter() - start})
+        spent = {
+            "torch_threads": torch.get_num_threads(),
+            "wall_seconds": time.perf_counter() - start,
+        }
+        write_summary(run_dir, columns, failed | spent)
         raise
+    values["torch_threads"] = torch.get_num_threads()  # the tables' last digits depend on it
     values["wall_seconds"] = time.perf_counter() - start
     write_summary(run_dir, columns, values)
     return columns | values

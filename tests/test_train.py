@@ -39,6 +39,7 @@ RESULTS = [
     "memory_horizon_final",
     "log10_decay_rate_final",
     "lyapunov_exponent_final",
+    "torch_threads",
     "wall_seconds",
 ]
 
@@ -345,6 +346,7 @@ def test_threads_key_sets_torch_threads(tmp_path):
         out = tmp_path / threads
         ok(cli(f"threads={threads}", *TINY, f"hydra.run.dir={out}", one_thread=False))
         assert f"(cpu, torch threads: {expected})" in (out / "train.log").read_text()
+        assert pd.read_parquet(out / "summary.parquet").torch_threads.item() == expected
 
 
 def test_divergence_is_recorded_not_raised(tmp_path):
