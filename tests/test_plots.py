@@ -626,7 +626,8 @@ def test_a_run_in_two_folders_counts_once_and_seeds_are_not_runs(sweep, tmp_path
     per_setting = len(CELLS) * len(SEEDS)  # the runs of that length and size
     assert f"warning: metrics: {per_setting} more folder(s) of runs already found" in err
     setting = "seq_len == 20 and hidden_size == 16"
-    fig = plots.learning_curves_figure(load_runs(root, table="metrics").query(setting))
+    with pytest.warns(UserWarning, match=f"^metrics: {per_setting} more folder"):
+        fig = plots.learning_curves_figure(load_runs(root, table="metrics").query(setting))
     note = " ".join(t.get_text() for t in fig.texts)
     assert "over 2 seeds" in note and "runs)" not in note
     longer = root / "copy"
