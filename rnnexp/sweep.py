@@ -111,13 +111,13 @@ class SweepCallback(Callback):
     def interrupted_account(cls) -> str:
         """After a Ctrl-C: how many of this grid's runs finished (ok or diverged: what a resume
         skips), and the sweep's table rebuilt, so that they can be read before the resume."""
-        sweep, fallback = cls.current, "finished runs are kept; run the same command to resume"
+        sweep = cls.current
         if sweep is None:  # interrupted while the grid was being checked
             return "no run had started; run the same command again to start the sweep"
         try:  # the folder may not exist yet; a second Ctrl-C may land in here
             table = aggregate(sweep.sweep_dir)
         except (OSError, ValueError, KeyboardInterrupt):
-            return fallback
+            return "finished runs are kept; run the same command again to resume"
         finished = table[table["status"].isin(FINISHED)] if not table.empty else table
         done = len(sweep.grid & set(finished["run_id"])) if not table.empty else 0
         kept = f"in {sweep.sweep_dir / 'summary.parquet'}" if len(table) else "(no table written)"

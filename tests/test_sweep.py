@@ -145,7 +145,7 @@ def test_the_interrupt_account_of_a_sweep_without_its_folder_yet(tmp_path, monke
     sweep.grid, sweep.sweep_dir = {"a", "b"}, tmp_path / "not yet"
     monkeypatch.setattr(SweepCallback, "current", sweep)
     assert SweepCallback.interrupted_account() == (
-        "finished runs are kept; run the same command to resume"
+        "finished runs are kept; run the same command again to resume"
     )
     monkeypatch.setattr(SweepCallback, "current", None)
     assert SweepCallback.interrupted_account().startswith("no run had started")
