@@ -466,21 +466,20 @@ def run(cfg: DictConfig, run_dir: Path, names: dict[str, str], parallel: bool = 
     write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
     columns = summary_columns(cfg, names)
     label = run_label(columns)
+    threads = torch.get_num_threads()  # _set_global_state's: the tables' last digits vary by it
     start = time.perf_counter()
+
+    def finish(values: dict) -> dict:
+        values |= {"torch_threads": threads, "wall_seconds": time.perf_counter() - start}
+        write_summary(run_dir, columns, values)
+        return values
+
     try:
         values = fit(cfg, task, model, run_dir, label)
     except Exception as e:  # not KeyboardInterrupt: an interrupted run stays unfinished
-        failed = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-        spent = {
-            "torch_threads": torch.get_num_threads(),
-            "wall_seconds": time.perf_counter() - start,
-        }
-        write_summary(run_dir, columns, failed | spent)
+        finish({"status": "failed", "error": f"{type(e).__name__}: {e}"})
         raise
-    values["torch_threads"] = torch.get_num_threads()  # the tables' last digits depend on it
-    values["wall_seconds"] = time.perf_counter() - start
-    write_summary(run_dir, columns, values)
-    return columns | values
+    return columns | finish(values)
 
 
 # an absolute path: Hydra resolves a relative one against the module's package when the
