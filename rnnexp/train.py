@@ -512,7 +512,8 @@ def app(cfg: DictConfig) -> None:
             _run_and_log(cfg, run_dir, names, multirun, parallel)
         except KeyboardInterrupt as e:
             if multirun:  # the sweep's process reports; the run's log says what became of it
-                log.warning("interrupted: no summary; the sweep's resume runs it again")
+                if read_summary(run_dir) is None:  # not one that had just finished
+                    log.warning("interrupted: no summary; the sweep's resume runs it again")
                 raise
             raise RunInterrupted(run_dir) from e
 
