@@ -7,8 +7,9 @@ shared machine hit both alike. Nothing is asserted: targets live in the README.
 Sections (`--only` picks some):
   train      a training step (forward, backward, Adam) of our model over torch.nn.RNN/GRU/LSTM
              of the same sizes, and over the FLOP-bound time (the step's matmul FLOPs at the
-             matmul throughput measured here); B=64, T=100, the adding task, m = 32, 128, 256.
-             `reference` is the readable per-step unroll (SequenceModel(fused=False)).
+             matmul throughput measured here, the faster of MKL's and oneDNN's); B=64, T=100,
+             the adding task, m = 32, 128, 256. `reference` is the readable per-step unroll
+             (SequenceModel(fused=False)); `products`, the library of our per-step products.
   jacobian   an all-lag snapshot state_jacobian_norms(ord=2) at T=200, m=64, B=16 over brute
              force (torch.func.jacrev of s_t -> s_T for each t) and over one training step.
   sweep      an 8-run sweep with the joblib launcher (2 jobs, 1 torch thread each) over the
@@ -45,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnexp import gemm
 from rnnexp.allocator import retain_freed_memory
 from rnnexp.cells import GRUCell, LSTMCell, RNNCell
 from rnnexp.jacobians import state_jacobian_norms
@@ -72,11 +74,17 @@ def alternate(
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def matmul_flops_per_second(rounds: int) -> float:
-    """Throughput of a large float32 GEMM on this machine, now: the FLOP-bound reference."""
+def matmul_flops_per_second(rounds: int) -> dict[str, float]:
+    """Throughput of a large float32 GEMM on this machine, now, through MKL (torch's matmul)
+    and, where torch has it, oneDNN (torch.nn.LSTM's): the FLOP bound takes the faster.
+
+    On an AMD CPU with AVX-512 oneDNN's is about twice MKL's (rnnexp.gemm)."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    seconds = alternate({"gemm": lambda: a @ b}, rounds)["gemm"]
-    return 2 * 1024**3 / seconds
+    contenders = {"mkl": gemm._mkl(b, None)}
+    if gemm._onednn_available():
+        contenders["onednn"] = gemm._onednn(b, 1024)
+    seconds = alternate({name: lambda p=p: p(a) for name, p in contenders.items()}, rounds)
+    return {name: 2 * 1024**3 / s for name, s in seconds.items()}
 
 
 def step_flops(cell: str, m: int, n: int, batch: int, seq_len: int) -> float:
@@ -121,12 +129,15 @@ def train_contenders(cell: str, m: int, inputs, targets) -> dict[str, Callable[[
 def bench_train(rounds: int, sizes: list[int]) -> pd.DataFrame:
     batch, seq_len = 64, 100
     inputs, targets = AddingTask(seq_len).sample(batch, torch.Generator().manual_seed(0))
-    flops_per_second = matmul_flops_per_second(rounds)
+    gemms = matmul_flops_per_second(rounds)
+    flops_per_second = max(gemms.values())
+    print("GEMM 1024^3, GFLOP/s: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in gemms.items()))
     rows = []
     for cell in OURS:
         for m in sizes:
             torch.manual_seed(0)
             t = alternate(train_contenders(cell, m, inputs, targets), rounds)
+            weight_hh = torch.empty(GATES[cell] * m, m)  # the per-step products' shape
             bound = step_flops(cell, m, inputs.shape[-1], batch, seq_len) / flops_per_second
             rows.append(
                 {
@@ -139,6 +150,7 @@ def bench_train(rounds: int, sizes: list[int]) -> pd.DataFrame:
                     "ours_over_torch": t["ours"] / t["torch"],
                     "reference_over_torch": t["reference"] / t["torch"],
                     "ours_over_flop_bound": t["ours"] / bound,
+                    "products": "onednn" if gemm.uses_onednn(weight_hh, batch) else "mkl",
                 }
             )
             print(_row(rows[-1]), flush=True)
@@ -372,7 +384,8 @@ def _row(row: dict) -> str:
 
 def machine() -> str:
     return (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+        f"{platform.processor() or platform.machine()} "
+        f"({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} torch "
         f"threads, torch {torch.__version__}, Python {platform.python_version()}"
     )
 

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from rnnexp.cells import gru_jacobian_factors, lstm_jacobian_factors, rnn_jacobian_factor
+from rnnexp.gemm import step_product
 
 
 def _first_order_only() -> None:
@@ -126,13 +127,13 @@ class RNNScan(torch.autograd.Function):
         states = inputs.new_empty(T + 1, B, w_hh.shape[0])
         states[0] = h0
         A, H = _per_step(pre), _per_step(states)
-        w_hh_t = w_hh.t()
+        recurrent = step_product(w_hh, B)  # h W_hh^T
         for t in range(T):
-            A[t].addmm_(H[t], w_hh_t)
+            a = recurrent(H[t], add=A[t])
             if nonlinearity == "tanh":
-                torch.tanh(A[t], out=H[t + 1])
+                torch.tanh(a, out=H[t + 1])
             else:
-                torch.clamp(A[t], min=0, out=H[t + 1])
+                torch.clamp(a, min=0, out=H[t + 1])
         ctx.nonlinearity = nonlinearity
         ctx.save_for_backward(inputs, w_ih, w_hh, states, b_ih)
         return states
@@ -141,15 +142,16 @@ class RNNScan(torch.autograd.Function):
     def backward(ctx, grad_states):
         _first_order_only()
         inputs, w_ih, w_hh, states, b_ih = ctx.saved_tensors
-        T = inputs.shape[0]
+        T, B, _ = inputs.shape
         slope = rnn_jacobian_factor(states[1:], ctx.nonlinearity)  # phi'(a_t), every t
         grad_pre = torch.empty_like(slope)  # dL/da_t
         direct, S = _direct_grads(grad_states), _per_step(grad_states)
         G, D = _per_step(grad_pre), _per_step(slope)
         g = grad_states[T].clone()  # dL/dh_{t+1}, total
+        back = step_product(w_hh.t(), B)  # g W_hh
         for t in range(T - 1, -1, -1):
             torch.mul(g, D[t], out=G[t])
-            g = G[t] @ w_hh
+            g = back(G[t])
             if direct[t]:
                 g += S[t]
         grad_inputs, grad_w_ih = _input_side(grad_pre, inputs, w_ih, ctx)
@@ -178,12 +180,9 @@ class GRUScan(torch.autograd.Function):
         RZ, R, Z = _per_step(gates, 0, 2 * m), _per_step(gates, 0, m), _per_step(gates, m, 2 * m)
         XN = _per_step(gates, 2 * m)
         GH_RZ, Q = _per_step(gh, 0, 2 * m), _per_step(gh, 2 * m)
-        w_hh_t = w_hh.t()
+        recurrent = step_product(w_hh, B, b_hh)  # h W_hh^T + b_hh
         for t in range(T):
-            if b_hh is None:
-                torch.mm(H[t], w_hh_t, out=GH[t])
-            else:
-                torch.addmm(b_hh, H[t], w_hh_t, out=GH[t])
+            recurrent(H[t], out=GH[t])
             RZ[t].add_(GH_RZ[t]).sigmoid_()
             torch.addcmul(XN[t], R[t], Q[t], out=N[t]).tanh_()
             torch.lerp(H[t], N[t], Z[t], out=H[t + 1])  # h + z (n - h)
@@ -204,13 +203,14 @@ class GRUScan(torch.autograd.Function):
         grad_h[T - 1] = grad_states[T]
         direct, S, G = _direct_grads(grad_states), _per_step(grad_states), _per_step(grad_h)
         GG, GG_rzn = _per_step(grad_gh), grad_gh.view(T, B, 3, m).unbind(0)
+        back = step_product(w_hh.t(), B)  # g W_hh
         for steps in _chunks(T):
             d, coef = gru_jacobian_factors(*(x[steps] for x in (r, z, n, q, h_prev)))
             D, C = d.unbind(0), coef.unbind(0)
             for t in reversed(range(steps.start, steps.stop)):
                 j = t - steps.start
                 torch.mul(G[t].unsqueeze(1), C[j], out=GG_rzn[t])
-                g_prev = torch.addmm(G[t] * D[j], GG[t], w_hh, out=G[t - 1] if t else None)
+                g_prev = back(GG[t], add=G[t] * D[j], out=G[t - 1] if t else None)
                 if direct[t]:
                     g_prev += S[t]
         grad_w_hh = _sum_over_steps(grad_gh, h_prev)
@@ -249,9 +249,10 @@ class LSTMScan(torch.autograd.Function):
         torch.mul(s0[:, m:], -2, out=neg2c[0])
         a, (i, f, g, o) = _per_step(gates), (_per_step(gates, j * m, (j + 1) * m) for j in range(4))
         h, c, sc = _per_step(states, 0, m), _per_step(neg2c), _per_step(sig)
-        w_hh_t = (w_hh * double_g).t()
+        recurrent = step_product(w_hh * double_g, B)  # h W_hh^T, the g rows doubled
         for t in range(T):
-            a[t].addmm_(h[t], w_hh_t).sigmoid_()  # g holds sigmoid(2 a_g) = (1 + tanh(a_g)) / 2
+            # g holds sigmoid(2 a_g) = (1 + tanh(a_g)) / 2
+            torch.sigmoid(recurrent(h[t], add=a[t]), out=a[t])
             # -2c' = f (-2c) - 2 i tanh(a_g) = f (-2c) + 2 i - 4 i g: no per-step g transform
             torch.mul(f[t], c[t], out=c[t + 1]).add_(i[t], alpha=2).addcmul_(i[t], g[t], value=-4)
             torch.sigmoid(c[t + 1], out=sc[t])
@@ -276,6 +277,7 @@ class LSTMScan(torch.autograd.Function):
         P, P_o, F = _per_step(grad_pre), _per_step(grad_pre, 3 * m), _per_step(f)
         P_ifg = grad_pre.view(T, B, 4, m)[:, :, :3].unbind(0)  # (B, 3, m) views
         grad_h, grad_c = SH[T].clone(), SC[T].clone()
+        back = step_product(w_hh.t(), B)  # (dL/d pre-activations) W_hh
         for steps in _chunks(T):
             factors = lstm_jacobian_factors(*(x[steps] for x in (i, f, g, o, c_prev, tanh_c)))
             K, DC, DO = (x.unbind(0) for x in factors)
@@ -285,7 +287,7 @@ class LSTMScan(torch.autograd.Function):
                 torch.mul(grad_c.unsqueeze(1), DC[j], out=P_ifg[t])
                 torch.mul(grad_h, DO[j], out=P_o[t])
                 grad_c = grad_c * F[t]
-                grad_h = P[t] @ w_hh
+                grad_h = back(P[t])
                 if direct[t]:
                     grad_h += SH[t]
                     grad_c += SC[t]

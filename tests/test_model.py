@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from rnnexp import gemm
 from rnnexp.cells import GRUCell, LSTMCell, RNNCell
 from rnnexp.fused import _direct_grads
 from rnnexp.model import SequenceModel
@@ -54,6 +55,8 @@ def test_output_steps_select_the_scored_steps_and_state_is_used():
     assert not torch.allclose(model(x, state=s0), every)
 
 
+ONEDNN = pytest.mark.skipif(not gemm._onednn_available(), reason="torch built without oneDNN")
+
 CELLS = {
     "tanh": lambda n, m, bias: RNNCell(n, m, bias=bias),
     "relu": lambda n, m, bias: RNNCell(n, m, bias=bias, nonlinearity="relu"),
@@ -63,18 +66,31 @@ CELLS = {
 
 
 @pytest.mark.parametrize("kind", list(CELLS))
-@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize(
+    "dtype, tol, products",
+    [
+        (torch.float64, 1e-10, "mkl"),
+        (torch.float32, 1e-5, "mkl"),
+        pytest.param(torch.float32, 1e-5, "onednn", marks=ONEDNN),
+    ],
+)
 @pytest.mark.parametrize("scored", ["last", "every"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_fused_unroll_matches_the_reference(kind, dtype, tol, scored, bias):
+def test_fused_unroll_matches_the_reference(kind, dtype, tol, products, scored, bias, monkeypatch):
     """The hand-derived BPTT against autograd through the readable cells: states, and the
-    gradients of a loss on the last or on every output w.r.t. inputs, s_0 and parameters."""
+    gradients of a loss on the last or on every output w.r.t. inputs, s_0 and parameters;
+    with the per-step products through MKL and through oneDNN (rnnexp.gemm), forced."""
+    monkeypatch.setattr(gemm, "FORCE", products)
+    made = []
+    monkeypatch.setattr(gemm, "_onednn", lambda *a, _make=gemm._onednn: made.append(1) or _make(*a))
     torch.manual_seed(7)
     T, B, n, m = 37, 3, 2, 5  # T > fused.CHUNK: the backward crosses blocks of steps
     cell = CELLS[kind](n, m, bias).to(dtype)
-    if kind == "relu":  # keep some units alive and some dead
+    if kind == "relu":  # keep some units alive and some dead, and the states bounded: with
+        # I + 0.3 N they reached 3e11, and float32 rounding alone (the reference's own error
+        # against float64) came to 8.5e-6, relative, so that two GEMM libraries' differed by 1e-5
         with torch.no_grad():
-            cell.weight_hh.copy_(torch.eye(m) + 0.3 * torch.randn(m, m))
+            cell.weight_hh.copy_(0.7 * torch.eye(m) + 0.3 * torch.randn(m, m))
     x = torch.randn(T, B, n, dtype=dtype, requires_grad=True)
     s0 = torch.randn(B, cell.state_size, dtype=dtype, requires_grad=True)
     weights = torch.randn(T + 1, B, cell.state_size, dtype=dtype)
@@ -87,6 +103,7 @@ def test_fused_unroll_matches_the_reference(kind, dtype, tol, scored, bias):
         grads = torch.autograd.grad(loss, [x, s0, *cell.parameters()])
         results.append((states, grads))
     (ref_states, ref_grads), (states, grads) = results
+    assert len(made) == (2 if products == "onednn" else 0)  # forward's and backward's product
     torch.testing.assert_close(states, ref_states, rtol=tol, atol=tol)
     for got, want in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=tol, atol=tol)

@@ -1,0 +1,125 @@
+"""The fused unrolls' per-step products, through oneDNN where this machine runs it faster.
+
+torch's CPU matmul is MKL's. On an AMD CPU with AVX-512, MKL takes its AVX2 kernels while
+oneDNN, which torch.nn.LSTM runs on, takes AVX-512: on a 2-core AMD EPYC of this project's a
+512^3 float32 GEMM took 1.6 ms through MKL and 0.72-0.81 ms through oneDNN, and the LSTM's
+per-step product at m = 256, B = 64 (64 x 256 by 256 x 1024) 228 us against 103 us. On an
+AVX2 CPU the two ran alike (README, "Speed"), and everywhere each oneDNN call has a fixed cost
+of about 12 us (its Python entry, its primitive lookup), more than MKL takes for a whole small
+product. Hence the rule, the same for every run on one machine:
+
+- oneDNN for a float32 CPU product of at least MIN_FLOPS, where a probe GEMM ran at least
+  PROBE_SPEEDUP times as fast through it as through MKL (measured once per process);
+- MKL for everything else, float64 included (oneDNN has no float64 GEMM).
+
+Both are IEEE float32 GEMMs, alike against a float64 product: the choice moves results by
+rounding, never by accuracy, and it is fixed per machine, so reruns there agree.
+`FORCE` ("mkl" or "onednn") overrides the rule, for a benchmark's A/B and for the tests.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+MIN_FLOPS = 16e6  # 2 * rows * in * out; the LSTM's step at m = 256, B = 64 is 33.5e6
+PROBE_SPEEDUP = 1.5  # AMD with AVX-512: 2.0-2.3; an AVX2 CPU: about 1
+FORCE: str | None = None  # "mkl" or "onednn": every float32 CPU product through that one
+
+Product = Callable[..., Tensor]
+
+
+def _onednn_runs(weight: Tensor) -> bool:
+    return weight.dtype == torch.float32 and weight.device.type == "cpu" and _onednn_available()
+
+
+@functools.cache
+def _onednn_available() -> bool:
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:  # private ops of torch's (inductor fuses linear layers with them): here or not
+        ops = torch.ops.mkldnn
+        return all(
+            (
+                ops._linear_pointwise.default,
+                ops._linear_pointwise.binary,
+                ops._reorder_linear_weight.default,
+            )
+        )
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@functools.cache
+def onednn_is_faster() -> bool:
+    """Whether a 512^3 float32 GEMM ran PROBE_SPEEDUP times as fast through oneDNN as MKL.
+
+    Medians of 5 alternated rounds, about 15 ms, once per process.
+    """
+    if not _onednn_available():
+        return False
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    mkl, onednn = _mkl(b, None), _onednn(b, 512)
+    contenders = {"mkl": lambda: mkl(a), "onednn": lambda: onednn(a)}
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for round_ in range(6):  # the first is a warm-up
+        for name, product in contenders.items():
+            start = time.perf_counter()
+            product()
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return statistics.median(times["mkl"]) >= PROBE_SPEEDUP * statistics.median(times["onednn"])
+
+
+def uses_onednn(weight: Tensor, rows: int) -> bool:
+    """Whether step_product(weight, rows) goes through oneDNN here."""
+    if not _onednn_runs(weight) or FORCE == "mkl":
+        return False
+    out_features, in_features = weight.shape
+    return FORCE == "onednn" or (
+        2 * rows * in_features * out_features >= MIN_FLOPS and onednn_is_faster()
+    )
+
+
+def step_product(weight: Tensor, rows: int, bias: Tensor | None = None) -> Product:
+    """x -> x @ weight.T (+ bias, or + add), for the (rows, in) x of every step of an unroll.
+
+    Called as `product(x, add=None, out=None)`: the result goes into `out` if given, else it
+    may be written into `add`'s memory (add: (rows, out), bias: (out,)).
+    Made once per sequence: oneDNN's weight is reordered into its blocked layout for `rows`.
+    """
+    return _onednn(weight, rows, bias) if uses_onednn(weight, rows) else _mkl(weight, bias)
+
+
+def _mkl(weight: Tensor, bias: Tensor | None) -> Product:
+    weight_t = weight.t()
+
+    def product(x: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        if add is None:
+            if bias is None:
+                return torch.mm(x, weight_t, out=out)
+            return torch.addmm(bias, x, weight_t, out=out)
+        y = add.addmm_(x, weight_t) if out is None else torch.addmm(add, x, weight_t, out=out)
+        return y if bias is None else y.add_(bias)
+
+    return product
+
+
+def _onednn(weight: Tensor, rows: int, bias: Tensor | None = None) -> Product:
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows)
+    linear = torch.ops.mkldnn._linear_pointwise.default
+    linear_add = torch.ops.mkldnn._linear_pointwise.binary
+
+    def product(x: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        if add is None:
+            y = linear(x, packed, bias, "none", [], "")
+        else:
+            y = linear_add(x, add, packed, bias, "add")
+        return y if out is None else out.copy_(y)
+
+    return product

@@ -1,0 +1,65 @@
+"""The per-step products against a float64 matmul, through MKL and oneDNN, and the rule that
+picks one."""
+
+import pytest
+import torch
+
+from rnnexp import gemm
+
+ONEDNN = pytest.mark.skipif(not gemm._onednn_available(), reason="torch built without oneDNN")
+BACKENDS = ["mkl", pytest.param("onednn", marks=ONEDNN)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("with_add", [False, True])
+@pytest.mark.parametrize("with_out", [False, True])
+def test_step_product_is_x_times_weight_transposed(backend, with_bias, with_add, with_out):
+    gen = torch.Generator().manual_seed(0)
+    rows, n_in, n_out = 8, 5, 12
+    x, weight, bias, add = (
+        torch.randn(*shape, generator=gen)
+        for shape in ((rows, n_in), (n_out, n_in), (n_out,), (rows, n_out))
+    )
+    expected = x.double() @ weight.double().T
+    expected += bias.double() if with_bias else 0
+    expected += add.double() if with_add else 0
+    make = gemm._onednn if backend == "onednn" else lambda w, r, b: gemm._mkl(w, b)
+    product = make(weight, rows, bias if with_bias else None)
+    out = torch.full((rows, n_out), torch.nan)
+    got = product(x, add=add.clone() if with_add else None, out=out if with_out else None)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-6)
+    if with_out:
+        assert got.data_ptr() == out.data_ptr()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_step_product_takes_the_strided_rows_the_unrolls_pass(backend):
+    """The LSTM's h_t is a column slice of its flat states, P's rows of a (T, B, 4m) buffer."""
+    states = torch.randn(3, 4, 10)
+    weight = torch.randn(8, 5)
+    make = gemm._onednn if backend == "onednn" else lambda w, r: gemm._mkl(w, None)
+    got = make(weight, 4)(states[1, :, :5])
+    torch.testing.assert_close(got, states[1, :, :5] @ weight.T, rtol=1e-6, atol=1e-6)
+
+
+def test_the_rule_large_float32_products_only_and_never_float64(monkeypatch):
+    monkeypatch.setattr(gemm, "onednn_is_faster", lambda: True)
+    monkeypatch.setattr(gemm, "_onednn_available", lambda: True)
+    big, small = torch.empty(1024, 256), torch.empty(128, 32)  # 2 * 64 * in * out: 33.5e6, 0.5e6
+    assert gemm.uses_onednn(big, 64)
+    assert not gemm.uses_onednn(small, 64)
+    assert not gemm.uses_onednn(big.double(), 64)  # oneDNN has no float64 GEMM
+    monkeypatch.setattr(gemm, "onednn_is_faster", lambda: False)  # an AVX2 machine, say
+    assert not gemm.uses_onednn(big, 64)
+    monkeypatch.setattr(gemm, "FORCE", "onednn")
+    assert gemm.uses_onednn(small, 64) and not gemm.uses_onednn(big.double(), 64)
+    monkeypatch.setattr(gemm, "FORCE", "mkl")
+    monkeypatch.setattr(gemm, "onednn_is_faster", lambda: True)
+    assert not gemm.uses_onednn(big, 64)
+
+
+def test_without_onednn_everything_goes_to_mkl(monkeypatch):
+    monkeypatch.setattr(gemm, "_onednn_available", lambda: False)
+    monkeypatch.setattr(gemm, "FORCE", "onednn")
+    assert not gemm.uses_onednn(torch.empty(1024, 256), 64)
