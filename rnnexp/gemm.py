@@ -34,23 +34,13 @@ FORCE: str | None = None  # "mkl" or "onednn": every float32 CPU product through
 Product = Callable[..., Tensor]
 
 
-def _onednn_runs(weight: Tensor) -> bool:
-    return weight.dtype == torch.float32 and weight.device.type == "cpu" and _onednn_available()
-
-
 @functools.cache
 def _onednn_available() -> bool:
     if not torch.backends.mkldnn.is_available():
         return False
     try:  # private ops of torch's (inductor fuses linear layers with them): here or not
         ops = torch.ops.mkldnn
-        return all(
-            (
-                ops._linear_pointwise.default,
-                ops._linear_pointwise.binary,
-                ops._reorder_linear_weight.default,
-            )
-        )
+        return callable(ops._linear_pointwise.binary) and callable(ops._reorder_linear_weight)
     except (AttributeError, RuntimeError):
         return False
 
@@ -76,14 +66,21 @@ def onednn_is_faster() -> bool:
     return statistics.median(times["mkl"]) >= PROBE_SPEEDUP * statistics.median(times["onednn"])
 
 
+def large_products_use_onednn(device: torch.device | str = "cpu") -> bool:
+    """What the rule gives a float32 product of MIN_FLOPS or more on `device`. A run's
+    summary records it: its tables' last digits depend on it."""
+    if torch.device(device).type != "cpu" or FORCE == "mkl" or not _onednn_available():
+        return False
+    return FORCE == "onednn" or onednn_is_faster()
+
+
 def uses_onednn(weight: Tensor, rows: int) -> bool:
     """Whether step_product(weight, rows) goes through oneDNN here."""
-    if not _onednn_runs(weight) or FORCE == "mkl":
+    if weight.dtype != torch.float32:
         return False
     out_features, in_features = weight.shape
-    return FORCE == "onednn" or (
-        2 * rows * in_features * out_features >= MIN_FLOPS and onednn_is_faster()
-    )
+    large = 2 * rows * in_features * out_features >= MIN_FLOPS
+    return (large or FORCE == "onednn") and large_products_use_onednn(weight.device)
 
 
 def step_product(weight: Tensor, rows: int, bias: Tensor | None = None) -> Product:

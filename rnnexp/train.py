@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
-from rnnexp import diagnostics
+from rnnexp import diagnostics, gemm
 from rnnexp.allocator import retain_freed_memory
 from rnnexp.cells import RecurrentCell
 from rnnexp.config import (
@@ -406,7 +406,8 @@ RESULT_TYPES = (
         for tag in ("init", "final")
         for k in ("memory_horizon", "log10_decay_rate", "lyapunov_exponent")
     }
-    | {"torch_threads": "Int64", "wall_seconds": "float64"}  # threads: what null resolved to
+    # threads: what null resolved to; onednn_products: rnnexp.gemm's rule on this machine
+    | {"torch_threads": "Int64", "onednn_products": "boolean", "wall_seconds": "float64"}
 )
 
 
@@ -470,7 +471,11 @@ def run(cfg: DictConfig, run_dir: Path, names: dict[str, str], parallel: bool = 
     start = time.perf_counter()
 
     def finish(values: dict) -> dict:
-        values |= {"torch_threads": threads, "wall_seconds": time.perf_counter() - start}
+        values |= {
+            "torch_threads": threads,
+            "onednn_products": gemm.large_products_use_onednn(cfg.device),
+            "wall_seconds": time.perf_counter() - start,
+        }
         write_summary(run_dir, columns, values)
         return values
 

@@ -40,6 +40,7 @@ RESULTS = [
     "log10_decay_rate_final",
     "lyapunov_exponent_final",
     "torch_threads",
+    "onednn_products",
     "wall_seconds",
 ]
 
