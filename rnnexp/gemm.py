@@ -49,7 +49,8 @@ def _onednn_available() -> bool:
 def onednn_is_faster() -> bool:
     """Whether a 512^3 float32 GEMM ran PROBE_SPEEDUP times as fast through oneDNN as MKL.
 
-    Medians of 5 alternated rounds, about 15 ms, once per process.
+    Medians of 5 alternated rounds, once per process: 30-110 ms here, most of it oneDNN's
+    first call (its kernels generated).
     """
     if not _onednn_available():
         return False
@@ -84,7 +85,7 @@ def uses_onednn(weight: Tensor, rows: int) -> bool:
 
 
 def step_product(weight: Tensor, rows: int, bias: Tensor | None = None) -> Product:
-    """x -> x @ weight.T (+ bias, or + add), for the (rows, in) x of every step of an unroll.
+    """x -> x @ weight.T (+ bias) (+ add), for the (rows, in) x of every step of an unroll.
 
     Called as `product(x, add=None, out=None)`: the result goes into `out` if given, else it
     may be written into `add`'s memory (add: (rows, out), bias: (out,)).
