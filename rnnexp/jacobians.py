@@ -30,7 +30,7 @@ NORMS = (2, "fro")
 _LN10 = math.log(10.0)
 _CHUNK_BYTES = 16 * 2**20  # per chunk of one-step Jacobians (and, for ord=2, of products)
 _SUBSPACE_DIM = 8  # leading left singular vectors carried from one lag to the next
-_MIN_SUBSPACE_DIM = 4  # what is carried on once a chunk of lags certified at the first try
+_MIN_SUBSPACE_DIM = 2  # the fewest carried on, halving after each chunk certified at once
 _EXTRA_ITERATIONS = 4  # of subspace iteration for a P not certified at first
 
 
@@ -117,6 +117,29 @@ def _orthonormal_rows(z: Tensor) -> Tensor:
     return torch.linalg.householder_product(*torch.geqrf(z.mT)).mT
 
 
+def _ritz_pairs(m: Tensor) -> tuple[Tensor, Tensor]:
+    """(eigenvalues (N, k) ascending, top unit eigenvector (N, 1, k)) of the symmetric part of
+    each m (N, k, k).
+
+    k = 2, where the subspace mostly ends up, in closed form: LAPACK's eigh costs about 0.6 us
+    per 2x2 matrix here (4 us per 8x8), most of a chunk's Rayleigh-Ritz.
+    """
+    m = (m + m.mT) / 2
+    if m.shape[-1] != 2:
+        theta, y = torch.linalg.eigh(m)
+        return theta, y[..., -1:].mT
+    a, b, d = m[:, 0, 0], m[:, 0, 1], m[:, 1, 1]
+    radius = torch.hypot((a - d) / 2, b)
+    theta = torch.stack([(a + d) / 2 - radius, (a + d) / 2 + radius], -1)
+    # (M - theta_2 I) y = 0 gives y = (theta_2 - d, b) and y = (b, theta_2 - a): the one with
+    # the entry |a - d| / 2 + radius, a sum of two non-negatives, has no cancellation
+    lead = (a - d).abs() / 2 + radius
+    y = torch.where((a >= d)[:, None], torch.stack([lead, b], -1), torch.stack([b, lead], -1))
+    norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+    y = torch.where(norm > 0, y / norm.clamp_min(torch.finfo(y.dtype).tiny), y.new_tensor([1, 0]))
+    return theta, y[:, None, :]  # norm 0: M a multiple of I, any y is an eigenvector
+
+
 def _ritz_certificate(
     q: Tensor, gq: Tensor, trace: Tensor, gram_sq: Tensor | None, tol: float
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -124,9 +147,8 @@ def _ritz_certificate(
 
     See _certified_top_eigenvalue.
     """
-    m = gq @ q.mT
-    theta, y = torch.linalg.eigh((m + m.mT) / 2)  # ascending
-    top, y1 = theta[:, -1], y[..., -1:].mT  # (N,), (N, 1, k)
+    theta, y1 = _ritz_pairs(gq @ q.mT)
+    top = theta[:, -1]
     second = theta[:, -2] if theta.shape[-1] > 1 else torch.zeros_like(top)
     rho_sq = (y1 @ gq - top[:, None, None] * (y1 @ q)).square().sum((-2, -1))
     eta = trace - theta.sum(-1) + second
@@ -230,12 +252,16 @@ def state_jacobian_norms(
     (9x) less than the batched eigvalsh, and is as exact. Where no direction ever dominates (an
     orthogonal RNN at scale 1, a chrono-initialised LSTM, an identity IRNN) nearly every P_t
     falls back and the cost is about that of the batched eigvalsh. Past those first lags the
-    spectrum of G has mostly fallen off enough for 4 vectors to certify as well as 8, so after
-    the first chunk whose lags all certified at the first Rayleigh-Ritz only the leading 4 are
-    carried on, and 8 again, for good, after a chunk of 4 that did not: 10-14% off the snapshot
-    for the rnn at m = 64, 4-21% for the GRU, within noise for the LSTM and at S = 256, with the
-    same fallbacks at m = 64 (carrying 4 throughout made 20-70% more of them). At S = 256 a chunk
-    is a few lags, and the one chunk of 4 before the return cost up to 46 more (of 400-550).
+    spectrum of G has mostly fallen off enough for fewer vectors to certify as well as 8, so
+    after each chunk whose lags all certified at the first Rayleigh-Ritz only the leading half
+    are carried on, down to 2 (whose Rayleigh-Ritz is in closed form), and after a chunk that
+    did not, the last half set aside comes back and the subspace shrinks no more. 8 to 4 took
+    10-14% off the snapshot for the rnn at m = 64, 4-21% for the GRU, within noise for the LSTM
+    and at S = 256, with the same fallbacks at m = 64 (carrying 4 throughout made 20-70% more of
+    them); 4 to 2, with the 2x2 in closed form, took 0-7% more off (paired runs of 31-41 rounds:
+    rnn 0-7%, 4% typical; GRU 6%; LSTM 3-6%), again with the same fallbacks (going from 8
+    straight to 2 made 40% more of them for the LSTM). At S = 256 a chunk is a few lags, and the
+    one chunk of too few before the return cost up to 46 ms more (of 400-550).
     """
     if ord not in NORMS:
         raise ValueError(f"ord must be 2 (spectral) or 'fro' (Frobenius); got {ord!r}")
@@ -255,7 +281,8 @@ def state_jacobian_norms(
     gen = torch.Generator().manual_seed(0)  # a fixed start; the global RNG is left alone
     q = torch.linalg.qr(torch.randn(S, k, generator=gen, dtype=torch.float64)).Q.mT
     q = q.to(dtype=dtype, device=device).expand(B, k, S)  # orthonormal rows
-    dropped, may_shrink = None, k > _MIN_SUBSPACE_DIM  # dropped: the rows set aside while shrunk
+    dropped: list[Tensor] = []  # the rows set aside at each halving of the subspace
+    may_shrink = True
     budget = _CHUNK_BYTES // 2 if spectral else _CHUNK_BYTES  # the P_t of a chunk are kept too
     for k0, factors in _jacobian_chunks(cell, inputs, states, budget, reverse=True):
         n = factors[0].shape[0]
@@ -287,10 +314,11 @@ def state_jacobian_norms(
         if spectral:
             flat = (t.flatten(0, 1) for t in (ps, qs, gqs))
             top, at_once = _certified_top_eigenvalue(*flat, tol=32 * torch.finfo(dtype).eps)
-            if at_once and may_shrink:  # once; the leading rows span what fewer rows would
-                q, dropped, may_shrink = q[:, :_MIN_SUBSPACE_DIM], q[:, _MIN_SUBSPACE_DIM:], False
-            elif not at_once and dropped is not None:  # 4 were not enough: 8 again, for good
-                q, dropped = _orthonormal_rows(torch.cat([q, dropped], 1)), None
+            if at_once and may_shrink and q.shape[1] > _MIN_SUBSPACE_DIM:  # the leading rows
+                dropped.append(q[:, q.shape[1] // 2 :])  # span what fewer rows would
+                q = q[:, : q.shape[1] // 2]
+            elif not at_once and dropped:  # too few: the last rows set aside come back, and
+                q, may_shrink = _orthonormal_rows(torch.cat([q, dropped.pop()], 1)), False
             logs = logs + 0.5 * top.double().log().view(n, B)  # not +=: log_scale is a view
         else:
             logs = logs + frobs.double().log()

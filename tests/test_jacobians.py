@@ -103,10 +103,10 @@ def test_chunking_over_time_changes_nothing(kind, ord, monkeypatch):
     torch.testing.assert_close(10**whole, brute[ord], rtol=1e-6, atol=0)
 
 
-def test_the_subspace_shrinks_after_a_chunk_certified_at_once(monkeypatch):
-    """Past the lags that need it, 4 carried vectors replace 8, and the norms stay exact: W's
-    powers (W symmetric, eigenvalues 0.9 * 0.7^i) soon have one dominant direction, and
-    ||W^L||_2 = 0.9^L."""
+def test_the_subspace_halves_after_each_chunk_certified_at_once(monkeypatch):
+    """Past the lags that need it, 4 carried vectors replace 8, then 2 replace 4, and the norms
+    stay exact: W's powers (W symmetric, eigenvalues 0.9 * 0.7^i) soon have one dominant
+    direction, and ||W^L||_2 = 0.9^L."""
     torch.manual_seed(3)
     q = torch.linalg.qr(torch.randn(12, 12)).Q
     cell = _linear_cell(q @ torch.diag(0.9 * 0.7 ** torch.arange(12.0)) @ q.T)
@@ -123,8 +123,9 @@ def test_the_subspace_shrinks_after_a_chunk_certified_at_once(monkeypatch):
     monkeypatch.setattr(jacobians, "_CHUNK_BYTES", 2 * 3 * 2 * cell.state_size**2 * 8)  # 3 steps
     logs = state_jacobian_norms(cell, inputs, log=True)
     first = next(i for i, (_, at_once) in enumerate(widths) if at_once)
-    assert [w for w, _ in widths] == [8] * (first + 1) + [4] * (len(widths) - first - 1)
-    assert first < len(widths) - 1  # some chunks ran with 4
+    assert widths[first + 1] == (4, True)  # the chunk after a first at once: 4, at once too
+    assert [w for w, _ in widths] == [8] * (first + 1) + [4] + [2] * (len(widths) - first - 2)
+    assert first < len(widths) - 2  # some chunks ran with 2
     lags = torch.arange(40, -1, -1, dtype=torch.float64)
     torch.testing.assert_close(
         logs, (lags * math.log10(0.9))[:, None].expand(41, 2), rtol=0, atol=1e-10
@@ -149,6 +150,52 @@ def test_the_subspace_returns_to_8_for_good_after_a_chunk_of_4_that_needed_more(
     norms = state_jacobian_norms(cell, inputs, log=True)
     assert widths == [8, 4] + [8] * 8
     torch.testing.assert_close(10**norms, brute[2], rtol=1e-6, atol=0)
+
+
+def test_each_chunk_too_few_brings_back_the_last_rows_set_aside(monkeypatch):
+    """Shrunk 8 -> 4 -> 2 (certified at once, claimed so), a chunk of 2 that needed more brings
+    back 4 and the next one 8, orthonormal each time, and no shrinking after; the norms stay
+    exact."""
+    cell, inputs, brute = _case("tanh", 12, 30, 2, seed=12)
+    widths = []
+    certify = jacobians._certified_top_eigenvalue
+
+    def twice_at_once(p, q, gq, tol):
+        top, _ = certify(p, q, gq, tol)
+        torch.testing.assert_close(q @ q.mT, torch.eye(q.shape[1]).expand_as(q @ q.mT))
+        widths.append(q.shape[1])
+        return top, len(widths) <= 2 or len(widths) == 5
+
+    monkeypatch.setattr(jacobians, "_certified_top_eigenvalue", twice_at_once)
+    monkeypatch.setattr(jacobians, "_CHUNK_BYTES", 2 * 3 * 2 * cell.state_size**2 * 8)  # 3 steps
+    norms = state_jacobian_norms(cell, inputs, log=True)
+    assert widths == [8, 4, 2, 4, 8] + [8] * 5  # the fifth, at once, no longer shrinks it
+    torch.testing.assert_close(10**norms, brute[2], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_closed_form_2x2_rayleigh_ritz_is_eigh(dtype):
+    """The 2x2 Rayleigh-Ritz in closed form against LAPACK's eigh: random symmetric matrices,
+    both signs of b and of a - d, a diagonal one, a multiple of I and an exactly rank-1 one."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(200, 2, 5, generator=gen, dtype=dtype)
+    special = torch.tensor(
+        [[[3.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 3.0]], [[2.0, 0.0], [0.0, 2.0]],
+         [[1.0, -2.0], [-2.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]], dtype=dtype,
+    )  # fmt: skip
+    m = torch.cat([a @ a.mT, special])
+    theta, y = jacobians._ritz_pairs(m)
+    expected, vectors = torch.linalg.eigh(m)
+    eps = torch.finfo(dtype).eps
+    scale = expected.abs().amax(-1, keepdim=True).clamp_min(1)
+    assert ((theta - expected).abs() <= 8 * eps * scale).all()
+    y = y.squeeze(1)
+    torch.testing.assert_close(torch.linalg.vector_norm(y, dim=-1), torch.ones(len(m), dtype=dtype))
+    residual = (m @ y[..., None]).squeeze(-1) - theta[:, -1:] * y
+    assert (torch.linalg.vector_norm(residual, dim=-1) <= 8 * eps * scale.squeeze(-1)).all()
+    gapped = (expected[:, 1] - expected[:, 0]) > 1e-3 * scale.squeeze(-1)
+    alignment = (y * vectors[..., -1]).sum(-1).abs()  # the same vector, up to sign
+    torch.testing.assert_close(alignment[gapped], torch.ones_like(alignment[gapped]))
 
 
 @pytest.mark.parametrize("kind", ["tanh", "lstm"])
