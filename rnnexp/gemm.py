@@ -8,27 +8,26 @@ AVX2 CPU the two ran alike (README, "Speed"), and everywhere each oneDNN call ha
 of about 12 us (its Python entry, its primitive lookup), more than MKL takes for a whole small
 product. Hence the rule, the same for every run on one machine:
 
-- oneDNN for a float32 CPU product of at least MIN_FLOPS, where a probe GEMM ran at least
-  PROBE_SPEEDUP times as fast through it as through MKL (measured once per process);
+- oneDNN for a float32 CPU product of at least MIN_FLOPS on an AMD CPU that torch runs with
+  AVX-512 (where MKL falls back to AVX2);
 - MKL for everything else, float64 included (oneDNN has no float64 GEMM).
 
 Both are IEEE float32 GEMMs, alike against a float64 product: the choice moves results by
-rounding, never by accuracy, and it is fixed per machine, so reruns there agree.
+rounding, never by accuracy. It reads the CPU, not a clock: an earlier rule timed a probe GEMM
+once per process, and under load two processes on one machine chose differently, so a
+resumed sweep's runs differed in their last digits from an uninterrupted one's.
 `FORCE` ("mkl" or "onednn") overrides the rule, for a benchmark's A/B and for the tests.
 """
 
 from __future__ import annotations
 
 import functools
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 MIN_FLOPS = 16e6  # 2 * rows * in * out; the LSTM's step at m = 256, B = 64 is 33.5e6
-PROBE_SPEEDUP = 1.5  # AMD with AVX-512: 2.0-2.3; an AVX2 CPU: about 1
 FORCE: str | None = None  # "mkl" or "onednn": every float32 CPU product through that one
 
 Product = Callable[..., Tensor]
@@ -46,25 +45,16 @@ def _onednn_available() -> bool:
 
 
 @functools.cache
-def onednn_is_faster() -> bool:
-    """Whether a 512^3 float32 GEMM ran PROBE_SPEEDUP times as fast through oneDNN as MKL.
-
-    Medians of 5 alternated rounds, once per process: 30-110 ms here, most of it oneDNN's
-    first call (its kernels generated).
-    """
-    if not _onednn_available():
+def mkl_lacks_avx512() -> bool:
+    """Whether torch runs with AVX-512 on an AMD CPU, where MKL takes its AVX2 kernels: there a
+    512^3 float32 GEMM ran 2.0-2.3 times as fast through oneDNN, on an AVX2 CPU alike."""
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
         return False
-    a, b = torch.randn(512, 512), torch.randn(512, 512)
-    mkl, onednn = _mkl(b, None), _onednn(b, 512)
-    contenders = {"mkl": lambda: mkl(a), "onednn": lambda: onednn(a)}
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for round_ in range(6):  # the first is a warm-up
-        for name, product in contenders.items():
-            start = time.perf_counter()
-            product()
-            if round_:
-                times[name].append(time.perf_counter() - start)
-    return statistics.median(times["mkl"]) >= PROBE_SPEEDUP * statistics.median(times["onednn"])
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return "AuthenticAMD" in cpuinfo.read()  # vendor_id's value
+    except OSError:  # not Linux: no AMD AVX-512 machine we know of
+        return False
 
 
 def large_products_use_onednn(device: torch.device | str = "cpu") -> bool:
@@ -72,7 +62,7 @@ def large_products_use_onednn(device: torch.device | str = "cpu") -> bool:
     summary records it: its tables' last digits depend on it."""
     if torch.device(device).type != "cpu" or FORCE == "mkl" or not _onednn_available():
         return False
-    return FORCE == "onednn" or onednn_is_faster()
+    return FORCE == "onednn" or mkl_lacks_avx512()
 
 
 def uses_onednn(weight: Tensor, rows: int) -> bool:

@@ -1,6 +1,8 @@
 """The per-step products against a float64 matmul, through MKL and oneDNN, and the rule that
 picks one."""
 
+import io
+
 import pytest
 import torch
 
@@ -44,18 +46,18 @@ def test_step_product_takes_the_strided_rows_the_unrolls_pass(backend):
 
 
 def test_the_rule_large_float32_products_only_and_never_float64(monkeypatch):
-    monkeypatch.setattr(gemm, "onednn_is_faster", lambda: True)
+    monkeypatch.setattr(gemm, "mkl_lacks_avx512", lambda: True)
     monkeypatch.setattr(gemm, "_onednn_available", lambda: True)
     big, small = torch.empty(1024, 256), torch.empty(128, 32)  # 2 * 64 * in * out: 33.5e6, 0.5e6
     assert gemm.uses_onednn(big, 64)
     assert not gemm.uses_onednn(small, 64)
     assert not gemm.uses_onednn(big.double(), 64)  # oneDNN has no float64 GEMM
-    monkeypatch.setattr(gemm, "onednn_is_faster", lambda: False)  # an AVX2 machine, say
+    monkeypatch.setattr(gemm, "mkl_lacks_avx512", lambda: False)  # an AVX2 machine, say
     assert not gemm.uses_onednn(big, 64)
     monkeypatch.setattr(gemm, "FORCE", "onednn")
     assert gemm.uses_onednn(small, 64) and not gemm.uses_onednn(big.double(), 64)
     monkeypatch.setattr(gemm, "FORCE", "mkl")
-    monkeypatch.setattr(gemm, "onednn_is_faster", lambda: True)
+    monkeypatch.setattr(gemm, "mkl_lacks_avx512", lambda: True)
     assert not gemm.uses_onednn(big, 64)
 
 
@@ -63,3 +65,23 @@ def test_without_onednn_everything_goes_to_mkl(monkeypatch):
     monkeypatch.setattr(gemm, "_onednn_available", lambda: False)
     monkeypatch.setattr(gemm, "FORCE", "onednn")
     assert not gemm.uses_onednn(torch.empty(1024, 256), 64)
+
+
+@pytest.mark.parametrize(
+    ("capability", "vendor", "expected"),
+    [
+        ("AVX512", "AuthenticAMD", True),
+        ("AVX512", "GenuineIntel", False),
+        ("AVX2", "AuthenticAMD", False),
+    ],
+)
+def test_onednn_is_chosen_from_the_cpu_not_from_a_clock(monkeypatch, capability, vendor, expected):
+    """Two processes on one machine must agree, whatever the load: a resume depends on it."""
+    cpuinfo = f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: fpu avx2\n"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr("builtins.open", lambda *args, **kwargs: io.StringIO(cpuinfo))
+    gemm.mkl_lacks_avx512.cache_clear()
+    try:
+        assert gemm.mkl_lacks_avx512() is expected
+    finally:
+        gemm.mkl_lacks_avx512.cache_clear()
