@@ -53,7 +53,7 @@ def mkl_lacks_avx512() -> bool:
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             return "AuthenticAMD" in cpuinfo.read()  # vendor_id's value
-    except OSError:  # not Linux: no AMD AVX-512 machine we know of
+    except OSError:  # no /proc/cpuinfo (not Linux): MKL, torch's own choice
         return False
 
 
