@@ -9,7 +9,8 @@ Sections (`--only` picks some):
              of the same sizes, and over the FLOP-bound time (the step's matmul FLOPs at the
              matmul throughput measured here, the faster of MKL's and oneDNN's); B=64, T=100,
              the adding task, m = 32, 128, 256. `reference` is the readable per-step unroll
-             (SequenceModel(fused=False)); `products`, the library of our per-step products.
+             (SequenceModel(fused=False)); `products`, the library of our per-step products,
+             `weight_grads` that of our weight gradients (and input projection).
   jacobian   an all-lag snapshot state_jacobian_norms(ord=2) at T=200, m=64, B=16 over brute
              force (torch.func.jacrev of s_t -> s_T for each t) and over one training step.
   sweep      an 8-run sweep with the joblib launcher (2 jobs, 1 torch thread each) over the
@@ -138,6 +139,8 @@ def bench_train(rounds: int, sizes: list[int]) -> pd.DataFrame:
             torch.manual_seed(0)
             t = alternate(train_contenders(cell, m, inputs, targets), rounds)
             weight_hh = torch.empty(GATES[cell] * m, m)  # the per-step products' shape
+            h_t, grad_pre = torch.empty(m, seq_len * batch), torch.empty(seq_len * batch, 1)
+            grad_pre = grad_pre.expand(-1, GATES[cell] * m)  # dW_hh^T = h^T dL/d(pre-activations)
             bound = step_flops(cell, m, inputs.shape[-1], batch, seq_len) / flops_per_second
             rows.append(
                 {
@@ -151,6 +154,7 @@ def bench_train(rounds: int, sizes: list[int]) -> pd.DataFrame:
                     "reference_over_torch": t["reference"] / t["torch"],
                     "ours_over_flop_bound": t["ours"] / bound,
                     "products": "onednn" if gemm.uses_onednn(weight_hh, batch) else "mkl",
+                    "weight_grads": "onednn" if gemm.sequence_uses_onednn(h_t, grad_pre) else "mkl",
                 }
             )
             print(_row(rows[-1]), flush=True)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from rnnexp.cells import gru_jacobian_factors, lstm_jacobian_factors, rnn_jacobian_factor
-from rnnexp.gemm import step_product
+from rnnexp.gemm import sequence_product, step_product
 
 
 def _first_order_only() -> None:
@@ -58,9 +58,7 @@ def _chunks(T: int) -> list[slice]:
 def _project(inputs: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """x_t W^T + b for every step at once: (T, B, rows)."""
     T, B, n = inputs.shape
-    flat = inputs.reshape(T * B, n)
-    out = flat @ weight.t() if bias is None else torch.addmm(bias, flat, weight.t())
-    return out.view(T, B, -1)
+    return sequence_product(inputs.reshape(T * B, n), weight.t(), bias).view(T, B, -1)
 
 
 def _direct_grads(grad_states: Tensor) -> list[bool]:
@@ -78,12 +76,15 @@ def _sum_over_steps(grad: Tensor, x: Tensor) -> Tensor:
 
     Computed as (x^T grad)^T: grad^T x is up to 10x slower when x has few columns (MKL).
     """
-    return (x.reshape(-1, x.shape[-1]).t() @ grad.reshape(-1, grad.shape[-1])).t()
+    return sequence_product(x.reshape(-1, x.shape[-1]).t(), grad.reshape(-1, grad.shape[-1])).t()
 
 
 def _input_grad(grad_pre: Tensor, w_ih: Tensor, ctx) -> Tensor | None:
     """dL/dinputs from dL/d(the input projection), (T, B, rows); None if not asked for."""
-    return grad_pre @ w_ih if ctx.needs_input_grad[0] else None
+    if not ctx.needs_input_grad[0]:
+        return None
+    T, B, rows = grad_pre.shape
+    return sequence_product(grad_pre.reshape(T * B, rows), w_ih).view(T, B, -1)
 
 
 def _input_side(grad_pre: Tensor, inputs: Tensor, w_ih: Tensor, ctx) -> tuple:

@@ -8,7 +8,8 @@ import torch
 
 from rnnexp import gemm
 
-ONEDNN = pytest.mark.skipif(not gemm._onednn_available(), reason="torch built without oneDNN")
+ONEDNN_HERE = gemm._onednn_available()
+ONEDNN = pytest.mark.skipif(not ONEDNN_HERE, reason="torch built without oneDNN")
 BACKENDS = ["mkl", pytest.param("onednn", marks=ONEDNN)]
 
 
@@ -45,6 +46,29 @@ def test_step_product_takes_the_strided_rows_the_unrolls_pass(backend):
     torch.testing.assert_close(got, states[1, :, :5] @ weight.T, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("b_layout", ["contiguous", "transposed", "strided"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_sequence_product_is_a_times_b(backend, b_layout, with_bias, monkeypatch):
+    """a as the weight gradients pass it (x^T: not contiguous, its 21 rows padded to 32 for
+    oneDNN), b in each layout: read in place, or copied where oneDNN could not."""
+    monkeypatch.setattr(gemm, "FORCE", backend)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 21, generator=gen)
+    b = {
+        "contiguous": torch.randn(50, 12, generator=gen),
+        "transposed": torch.randn(12, 50, generator=gen).t(),
+        "strided": torch.randn(50, 24, generator=gen)[:, ::2],
+    }[b_layout]
+    bias = torch.randn(12, generator=gen) if with_bias else None
+    for a in (x.t(), x.t().contiguous()):
+        expected = a.double() @ b.double() + (bias.double() if with_bias else 0)
+        got = gemm.sequence_product(a, b, bias)
+        assert got.shape == (21, 12)
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+    assert gemm.sequence_uses_onednn(x.t(), b) is (backend == "onednn" and ONEDNN_HERE)
+
+
 def test_the_rule_large_float32_products_only_and_never_float64(monkeypatch):
     monkeypatch.setattr(gemm, "mkl_lacks_avx512", lambda: True)
     monkeypatch.setattr(gemm, "_onednn_available", lambda: True)
@@ -59,6 +83,22 @@ def test_the_rule_large_float32_products_only_and_never_float64(monkeypatch):
     monkeypatch.setattr(gemm, "FORCE", "mkl")
     monkeypatch.setattr(gemm, "mkl_lacks_avx512", lambda: True)
     assert not gemm.uses_onednn(big, 64)
+
+
+def test_the_rule_for_sequence_products_large_float32_only(monkeypatch):
+    """By FLOPs (a weight gradient) or by the size of the result (an input projection)."""
+    monkeypatch.setattr(gemm, "mkl_lacks_avx512", lambda: True)
+    monkeypatch.setattr(gemm, "_onednn_available", lambda: True)
+    rows = 6400  # T * B
+    weight_grad = torch.empty(131, rows), torch.empty(rows, 512)  # 8.6e8 FLOPs
+    projection = torch.empty(rows, 2), torch.empty(2, 512)  # 3.3e6 results
+    small = torch.empty(35, rows), torch.empty(rows, 128)  # 5.7e7 FLOPs, 4480 results
+    assert gemm.sequence_uses_onednn(*weight_grad)
+    assert gemm.sequence_uses_onednn(*projection)
+    assert not gemm.sequence_uses_onednn(*small)
+    assert not gemm.sequence_uses_onednn(*(t.double() for t in weight_grad))
+    monkeypatch.setattr(gemm, "mkl_lacks_avx512", lambda: False)
+    assert not gemm.sequence_uses_onednn(*weight_grad)
 
 
 def test_without_onednn_everything_goes_to_mkl(monkeypatch):

@@ -79,10 +79,16 @@ CELLS = {
 def test_fused_unroll_matches_the_reference(kind, dtype, tol, products, scored, bias, monkeypatch):
     """The hand-derived BPTT against autograd through the readable cells: states, and the
     gradients of a loss on the last or on every output w.r.t. inputs, s_0 and parameters;
-    with the per-step products through MKL and through oneDNN (rnnexp.gemm), forced."""
+    with the per-step and the whole-sequence products (the input projection, the weight
+    gradients) through MKL and through oneDNN (rnnexp.gemm), forced."""
     monkeypatch.setattr(gemm, "FORCE", products)
-    made = []
+    made, routed = [], []
     monkeypatch.setattr(gemm, "_onednn", lambda *a, _make=gemm._onednn: made.append(1) or _make(*a))
+    monkeypatch.setattr(
+        gemm,
+        "sequence_uses_onednn",
+        lambda *a, _rule=gemm.sequence_uses_onednn: routed.append(_rule(*a)) or routed[-1],
+    )
     torch.manual_seed(7)
     T, B, n, m = 37, 3, 2, 5  # T > fused.CHUNK: the backward crosses blocks of steps
     cell = CELLS[kind](n, m, bias).to(dtype)
@@ -104,6 +110,7 @@ def test_fused_unroll_matches_the_reference(kind, dtype, tol, products, scored, 
         results.append((states, grads))
     (ref_states, ref_grads), (states, grads) = results
     assert len(made) == (2 if products == "onednn" else 0)  # forward's and backward's product
+    assert len(routed) >= 3 and set(routed) == {products == "onednn"}
     torch.testing.assert_close(states, ref_states, rtol=tol, atol=tol)
     for got, want in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=tol, atol=tol)
