@@ -10,6 +10,18 @@ process pairs on 2 cores: 491 -> 393 ms; tanh RNN 157 -> 125 ms, GRU 163 -> 157 
 caching allocators PyTorch's CPU tuning guide recommends (jemalloc, tcmalloc) get the same by
 keeping freed memory; this needs no preloaded library.
 
+glibc allows an mmap threshold of at most 32 MiB, and a block above it is mmapped afresh on
+every call however high the trim threshold: so mmap is switched off too (M_MMAP_MAX = 0), and
+every block comes from the heap, where freed memory stays. Long sequences need such blocks: an
+LSTM training step at T = 1000, m = 128, B = 64 took 515 ms with 81 thousand page faults, and
+395 ms with none (GRU 319 -> 263 ms); torch.nn.LSTM's oneDNN kernel takes a 50 MB workspace
+per call at T = 100, m = 128, B = 64 (100 MB at m = 256), and its step took 27-33 ms with 8
+thousand faults against 16-17 ms without (m = 256: 82 against 39-42 ms), and the faults' page
+zeroing left the next step of ours slower too, from a cold cache. Without this a process got
+torch's fast or slow LSTM depending on whether its heap happened to hold that much free memory
+(see the README's "Speed"). The cost: a process keeps its peak heap, up to TRIM_THRESHOLD of it
+free at the top (an LSTM run at T = 1000 peaked at 972 MB of RSS against 882).
+
 `retain_freed_memory()` is called at the start of every training run and by the benchmark.
 It changes only the calling process, and memory it keeps stays available to that process.
 """
@@ -22,12 +34,14 @@ import platform
 # glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest allowed: smaller blocks come from the heap
 TRIM_THRESHOLD = 512 * 2**20  # free memory at the top of the heap kept up to this
 
 
 def retain_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds for this process; False where there is no glibc.
+    """Raise glibc's mmap and trim thresholds for this process and switch its mmap off; False
+    where there is no glibc.
 
     Idempotent and cheap, so every run can call it: joblib's and submitit's job processes do
     not inherit it from the process that launched them.
@@ -36,6 +50,9 @@ def retain_freed_memory() -> bool:
         return False
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    settings = (
+        (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+        (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+        (_M_MMAP_MAX, 0),  # blocks above the largest threshold allowed come from the heap too
     )
+    return all([bool(mallopt(option, value)) for option, value in settings])
