@@ -20,8 +20,9 @@ per call at T = 100, m = 128, B = 64 (100 MB at m = 256), and its step took 27-3
 thousand faults against 16-17 ms without (m = 256: 82 against 39-42 ms), and the faults' page
 zeroing left the next step of ours slower too, from a cold cache. Without this a process got
 torch's fast or slow LSTM depending on whether its heap happened to hold that much free memory
-(see the README's "Speed"). The cost: a process keeps its peak heap, up to TRIM_THRESHOLD of it
-free at the top (an LSTM run at T = 1000 peaked at 972 MB of RSS against 882).
+(results/bench/README.md, "Training step"). The cost: a process keeps its peak heap, up to
+TRIM_THRESHOLD of it free at the top (an LSTM run at T = 1000 peaked at 972 MB of RSS against
+882).
 
 `retain_freed_memory()` is called at the start of every training run and by the benchmark.
 It changes only the calling process, and memory it keeps stays available to that process.

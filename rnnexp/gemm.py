@@ -5,9 +5,9 @@ torch's CPU matmul is MKL's. On an AMD CPU with AVX-512, MKL takes its AVX2 kern
 oneDNN, which torch.nn.LSTM runs on, takes AVX-512: on a 2-core AMD EPYC of this project's a
 512^3 float32 GEMM took 1.6 ms through MKL and 0.72-0.81 ms through oneDNN, and the LSTM's
 per-step product at m = 256, B = 64 (64 x 256 by 256 x 1024) 228 us against 103 us. On an
-AVX2 CPU the two ran alike (README, "Speed"), and everywhere each oneDNN call has a fixed cost
-of about 12 us (its Python entry, its primitive lookup), more than MKL takes for a whole small
-product. Hence the rule, the same for every run on one machine:
+AVX2 CPU the two ran alike (results/bench/README.md), and everywhere each oneDNN call has a
+fixed cost of about 12 us (its Python entry, its primitive lookup), more than MKL takes for a
+whole small product. Hence the rule, the same for every run on one machine:
 
 - oneDNN for a float32 CPU product of at least MIN_FLOPS per step, or SEQUENCE_MIN_FLOPS or
   SEQUENCE_MIN_OUTPUTS results over a whole sequence, on an AMD CPU that torch runs with
