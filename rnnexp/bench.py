@@ -22,7 +22,8 @@ Sections (`--only` picks some):
   diagnostics  a run with every default, with and without diagnostics: what they add.
 
 The in-process sections run under `retain_freed_memory()`, as a training run does, for ours
-and torch's alike. Results go to results/bench/<section>.csv, and a Markdown table to stdout.
+and torch's alike. Results go to results/bench/<section>.csv, and a Markdown table to stdout;
+last, every target of issues 7 and 4 next to what the run measured (targets.csv).
 `--quick` (about a minute) runs the training section at m = 32 and 128 for 3 rounds, the brute
 force at 2 lags, and one round of the whole-command sections with short runs (20 steps, a
 2-run sweep, the CLI run with 2 snapshots instead of 6), and writes to results/bench/quick/: a
@@ -396,6 +397,47 @@ def machine() -> str:
 
 SECTIONS = ("train", "jacobian", "sweep", "cli", "diagnostics")
 
+# (section, the rows it applies to, ratio, at most): issue 7's targets on a 2-core CPU, and
+# issue 4's for what the default diagnostics add to a run
+TARGETS = (
+    ("train", {"cell": ("gru", "lstm"), "hidden_size": (128,)}, "ours_over_torch", 1.0),
+    ("train", {"hidden_size": (32,)}, "ours_over_torch", 1.5),
+    ("train", {"hidden_size": (256,)}, "ours_over_torch", 1.0),
+    ("train", {"hidden_size": (256,)}, "ours_over_flop_bound", 2.0),
+    ("jacobian", {}, "snapshot_over_brute_force", 0.01),
+    ("jacobian", {}, "snapshot_over_train_step", 1.0),
+    ("sweep", {}, "joblib_over_sequential", 0.6),
+    ("cli", {}, "cli_over_minimal", 1.2),
+    ("diagnostics", {}, "diagnostics_added", 0.2),
+)
+
+
+def against_targets(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every target next to what this run measured, one row per measured row it applies to
+    (a section not run, or --quick's missing m = 256, has none): the README's targets table,
+    from one command."""
+    rows = []
+    for section, where, ratio, limit in TARGETS:
+        if section not in tables:
+            continue
+        for measured in tables[section].to_dict("records"):
+            if all(measured[key] in allowed for key, allowed in where.items()):
+                label = " ".join(
+                    f"{k}={measured[k]}" for k in ("cell", "hidden_size") if k in measured
+                )
+                value = measured[ratio]
+                rows.append(
+                    {
+                        "section": section,
+                        "row": label or "-",
+                        "ratio": ratio,
+                        "target": limit,
+                        "measured": value,
+                        "met": "yes" if value <= limit else "no",
+                    }
+                )
+    return pd.DataFrame(rows, columns=["section", "row", "ratio", "target", "measured", "met"])
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -436,11 +478,17 @@ def main(argv: list[str] | None = None) -> int:
         }
     args.out = args.out or REPO / "results" / "bench" / ("quick" if args.quick else "")
     args.out.mkdir(parents=True, exist_ok=True)
+    tables = {}
     for section in args.only:
         print(f"\n## {section}")
-        table = runs[section]()
+        tables[section] = table = runs[section]()
         table.to_csv(args.out / f"{section}.csv", index=False, float_format="%.4g")
         print(markdown(table))
+    targets = against_targets(tables)
+    targets.to_csv(args.out / "targets.csv", index=False, float_format="%.4g")
+    met = (targets.met == "yes").sum()
+    print(f"\n## targets: {met} of {len(targets)} met" + (" (indicative: --quick)" * args.quick))
+    print(markdown(targets))
     print(f"\ntables in {args.out}")
     return 0
 

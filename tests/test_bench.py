@@ -65,3 +65,36 @@ def test_training_section_reports_consistent_ratios():
 def test_markdown_table():
     table = bench.pd.DataFrame({"cell": ["lstm"], "ratio": [1.23456]})
     assert bench.markdown(table) == "| cell | ratio |\n| --- | --- |\n| lstm | 1.23 |"
+
+
+def test_targets_table_holds_each_measured_row_to_its_target():
+    """Each target against the rows it names and no others, met where the ratio is at most
+    the target; a section that did not run (here sweep and cli) gives no rows."""
+    train = bench.pd.DataFrame(
+        {
+            "cell": ["rnn", "lstm", "rnn", "lstm"],
+            "hidden_size": [32, 32, 128, 128],
+            "ours_over_torch": [0.6, 1.6, 0.7, 1.0],
+            "ours_over_flop_bound": [30.0, 14.0, 4.0, 2.8],
+        }
+    )
+    jacobian = bench.pd.DataFrame(
+        {
+            "cell": ["gru"],
+            "snapshot_over_brute_force": [0.0067],
+            "snapshot_over_train_step": [6.2],
+        }
+    )
+    diagnostics = bench.pd.DataFrame({"diagnostics_added": [0.25]})
+    table = bench.against_targets(
+        {"train": train, "jacobian": jacobian, "diagnostics": diagnostics}
+    )
+    got = [(r.row, r.ratio, r.target, r.measured, r.met) for r in table.itertuples()]
+    assert got == [
+        ("cell=lstm hidden_size=128", "ours_over_torch", 1.0, 1.0, "yes"),  # the rnn: no target
+        ("cell=rnn hidden_size=32", "ours_over_torch", 1.5, 0.6, "yes"),
+        ("cell=lstm hidden_size=32", "ours_over_torch", 1.5, 1.6, "no"),
+        ("cell=gru", "snapshot_over_brute_force", 0.01, 0.0067, "yes"),
+        ("cell=gru", "snapshot_over_train_step", 1.0, 6.2, "no"),
+        ("-", "diagnostics_added", 0.2, 0.25, "no"),
+    ]
