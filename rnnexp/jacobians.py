@@ -386,9 +386,11 @@ def lyapunov_exponents(
     check_jacobian(cell)
     states = cell.fast_scan(inputs, state)
     gen = torch.Generator().manual_seed(0)
-    # drawn row by row, so that the first j columns are the same for every k >= j: Q's leading
-    # columns evolve independently of the later ones, and exponent i does not depend on k
-    start = torch.randn(k, S, generator=gen, dtype=torch.float64).T
+    # the first k rows of one S x S draw, so that the first j columns are the same for every
+    # k >= j (a (k, S) draw's first row depends on k where S is not a multiple of 16: torch's
+    # normal sampler): Q's leading columns evolve independently of the later ones, and
+    # exponent i does not depend on k
+    start = torch.randn(S, S, generator=gen, dtype=torch.float64)[:k].T
     q = torch.linalg.qr(start).Q
     q = q.to(dtype=states.dtype, device=states.device).expand(B, S, k)
     total = torch.zeros(B, k, dtype=torch.float64, device=states.device)
