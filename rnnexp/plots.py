@@ -104,12 +104,26 @@ def style() -> AbstractContextManager:
     return mpl.rc_context(STYLE)
 
 
-def cell_color(cell: str) -> str:
-    """The cell's colour in every figure; an unknown name's comes from its CRC32, so it too is
-    the same in every figure and every process (Python's `hash` of a str is salted)."""
+def cell_color(cell: str, among: Iterable[str] = ()) -> str:
+    """The cell's colour in every figure. An unknown name's comes from its CRC32, so it too is
+    the same in every figure and every process (Python's `hash` of a str is salted), unless
+    one of the figure's cells (`among`) before it in `cell_order` already has that colour:
+    then it takes the palette's next free one, so that no two cells of a figure share a colour
+    while FALLBACK_COLORS lasts."""
     if cell in CELL_COLORS:
         return CELL_COLORS[cell]
-    return FALLBACK_COLORS[zlib.crc32(str(cell).encode()) % len(FALLBACK_COLORS)]
+    n, taken = len(FALLBACK_COLORS), set()
+    for other in cell_order([*among, cell]):
+        if other in CELL_COLORS:
+            continue
+        if len(taken) == n:  # more unknown cells than colours: they repeat from here
+            taken.clear()
+        start = zlib.crc32(other.encode()) % n
+        color = next(c for i in range(n) if (c := FALLBACK_COLORS[(start + i) % n]) not in taken)
+        if other == cell:
+            return color
+        taken.add(color)
+    raise AssertionError("unreachable: cell_order keeps every cell")
 
 
 def cell_order(cells: Iterable[Any]) -> list[str]:
@@ -172,7 +186,7 @@ def _cell_legend(
     fig: Figure, cells: Sequence[str], extra: Sequence[Line2D] = (), **handle: Any
 ) -> None:
     """One legend for the figure, right of the panels, the cells in legend order first."""
-    handles = [Line2D([], [], color=cell_color(c), label=c, **handle) for c in cells]
+    handles = [Line2D([], [], color=cell_color(c, cells), label=c, **handle) for c in cells]
     fig.legend(handles=[*handles, *extra], loc="outside right upper")
 
 
@@ -222,14 +236,24 @@ def _run_key(*frames: pd.DataFrame | None) -> str:
     return "run_dir" if all("run_dir" in f.columns for f in present) else "run_id"
 
 
-def _once_each(df: pd.DataFrame, table: str) -> pd.DataFrame:
+STATUS_RANK = {"ok": 0, "diverged": 1, "failed": 2}  # which copy of a run to keep
+
+
+def _once_each(df: pd.DataFrame, table: str, summary: pd.DataFrame | None = None) -> pd.DataFrame:
     """One folder per run_id: the same config and seed found in several folders (a sweep
     copied, or the same point in two sweeps under results/) is one run, not one more seed.
-    The first folder's rows are kept, with a warning."""
+    The folder whose run went furthest is kept (ok, then diverged, then failed, by df's own
+    status column or `summary`'s: a failed single run's folder beside a finished sweep's must
+    not hide it), the first by name among equals, with a warning."""
     if not {"run_id", "run_dir"} <= set(df.columns):
         return df
     folders = df[["run_id", "run_dir"]].drop_duplicates()
-    first = folders.sort_values("run_dir").drop_duplicates("run_id")
+    source = df if "status" in df.columns else summary
+    rank = pd.Series(len(STATUS_RANK), index=folders.index)
+    if source is not None and {"run_dir", "status"} <= set(source.columns):
+        status = source.drop_duplicates("run_dir").set_index("run_dir")["status"]
+        rank = folders["run_dir"].map(status).map(STATUS_RANK).fillna(len(STATUS_RANK))
+    first = folders.assign(_rank=rank).sort_values(["_rank", "run_dir"]).drop_duplicates("run_id")
     if len(first) == len(folders):
         return df
     warnings.warn(
@@ -246,7 +270,7 @@ def _ok_runs(df: pd.DataFrame, summary: pd.DataFrame | None, table: str) -> pd.D
 
     Warns of the runs left out, by status: a figure's "2 seeds" counts the kept runs only.
     """
-    df = _once_each(df, table)
+    df = _once_each(df, table, summary)
     key = _run_key(df, summary)
     if "status" in df.columns:
         runs = df[[key, "status"]].drop_duplicates(key)
@@ -367,7 +391,7 @@ def _draw_decay(ax, jac: pd.DataFrame, cells: Sequence[str], rates: dict[str, fl
         c = curves[curves["cell"] == cell].sort_values("lag")
         if c[f"{JAC}_median"].notna().sum() == 0:
             continue
-        color = cell_color(cell)
+        color = cell_color(cell, cells)
         ax.fill_between(
             c["lag"], c[f"{JAC}_q10"], c[f"{JAC}_q90"], color=color, alpha=BAND_ALPHA, lw=0
         )
@@ -477,7 +501,7 @@ def learning_curves_figure(metrics: pd.DataFrame, summary: pd.DataFrame | None =
                 s = stats[col].dropna()
                 if s.empty:
                     continue
-                color = cell_color(cell)
+                color = cell_color(cell, cells)
                 if (s["max"] > s["min"]).any():
                     ax.fill_between(
                         s.index, s["min"], s["max"], color=color, alpha=BAND_ALPHA, lw=0
@@ -572,7 +596,7 @@ def success_heatmap_figure(summary: pd.DataFrame, value: str = "accuracy") -> Fi
                         fontsize=6.5,
                         color="white" if v < 0.6 else "black",
                     )
-            ax.set_title(cell, loc="left", color=cell_color(cell))
+            ax.set_title(cell, loc="left", color=cell_color(cell, cells))
             ax.set_xticks(range(len(lengths)), [str(x) for x in lengths])
             ax.set_yticks(range(len(sizes)), [str(x) for x in sizes])
             ax.tick_params(length=0)
@@ -650,7 +674,7 @@ def gradient_flow_figure(gradients: pd.DataFrame, summary: pd.DataFrame | None =
             every = max(1, math.ceil(len(steps) / 10))
             ax.set_yticks(range(0, len(steps), every), [str(s) for s in steps[::every]])
             ax.yaxis.set_minor_locator(NullLocator())
-            ax.set_title(cell, loc="left", color=cell_color(cell))
+            ax.set_title(cell, loc="left", color=cell_color(cell, cells))
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if i % ncols == 0:
@@ -722,7 +746,7 @@ def memory_horizon_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None 
         for i, cell in enumerate(cells):
             stats = s[s["cell"] == cell].groupby("seq_len")[cols[3:]].agg(["mean", "min", "max"])
             x = _dodge(stats.index.to_numpy(dtype=float), i, len(cells), log_x, span)
-            color = cell_color(cell)
+            color = cell_color(cell, cells)
             for ax, quantity in ((h_ax, "memory_horizon"), (r_ax, "log10_decay_rate")):
                 for when, ls, face in (("init", "--", "white"), ("final", "-", color)):
                     st = stats[f"{quantity}_{when}"]
@@ -818,7 +842,7 @@ def init_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None = None) ->
         for cell in cells:
             c = s[s["cell"] == cell]
             ok, bad = c[c["status"] == "ok"], c[c["status"] == "diverged"]
-            color = cell_color(cell)
+            color = cell_color(cell, cells)
             ax.scatter(
                 ok["log10_decay_rate_init"],
                 ok["final_eval_accuracy"],
@@ -920,7 +944,8 @@ def select(
 ) -> dict[str, pd.DataFrame]:
     """Apply the filters in `args` to every table; for each column of `one_of` left unset that
     holds several values, keep one (the first task, the largest seq_len, hidden size or
-    steps) and say so through `log`, so that a script draws something sensible on a sweep."""
+    steps, among the runs that did not fail) and say so through `log`, so that a script draws
+    something sensible on a sweep."""
     tables = dict(tables)
     for option, col in FILTERS.items():
         wanted = getattr(args, option, None)
@@ -943,11 +968,14 @@ def select(
         reference = tables.get("summary", next(iter(tables.values())))
         if getattr(args, col, None) is not None or col not in reference.columns:
             continue
+        every = set(reference[col].dropna())
+        if "status" in reference.columns:  # a value only failed runs have has nothing to draw
+            reference = reference[reference["status"] != "failed"]
         found = sorted(reference[col].dropna().unique().tolist())
-        if len(found) < 2:
+        if not found or (len(found) == 1 and every == set(found)):
             continue
         chosen = found[0] if col == "task" else found[-1]
-        if log is not None:
+        if log is not None and len(found) > 1:
             option = "--" + col.replace("_", "-")
             log(
                 f"several {col} values ({', '.join(map(str, found))}): plotting {chosen} ({option})"

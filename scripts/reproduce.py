@@ -45,20 +45,26 @@ def figures(summary: pd.DataFrame) -> list[tuple[str, list[str]]]:
     """Every figure to draw, as (plot script, its arguments): the adding ones, and copy
     learning curves for each delay. Each asks for those of its cells that the sweep ran (a
     plot script refuses a --cell value no run has); seq_len and hidden_size left out pick the
-    largest in the sweep. A figure none of whose cells ran is left out."""
-    adding = set(summary.loc[summary.task == "adding", "cell"])
+    largest in the sweep. The heatmap and the init figure draw diverged runs (as accuracy 0),
+    the curves only finished ones, and none a failed run: a cell is asked for where it has
+    such runs. A figure none of whose cells ran is left out."""
+    ran = summary[summary.status != "failed"]
+    finished = summary[summary.status == "ok"]
+    adding = set(ran.loc[ran.task == "adding", "cell"])
+    curves = set(finished.loc[finished.task == "adding", "cell"])
     cells = [c for c in CELLS if c in adding]
+    curve_cells = [c for c in CELLS if c in curves]
     variants = [c for c in VARIANTS if c in adding]
     drawn = [
         ("plot_success_heatmap", cells, ["--name", "success_heatmap"]),
-        ("plot_memory_horizon", cells, []),
-        ("plot_learning_curves", cells, ["--name", "learning_curves_adding"]),
-        ("plot_vanishing", cells, []),
-        ("plot_gradient_flow", cells, []),
-        ("plot_init", variants, _init_setting(summary[summary.task == "adding"], variants)),
+        ("plot_memory_horizon", curve_cells, []),
+        ("plot_learning_curves", curve_cells, ["--name", "learning_curves_adding"]),
+        ("plot_vanishing", curve_cells, []),
+        ("plot_gradient_flow", curve_cells, []),
+        ("plot_init", variants, _init_setting(ran[ran.task == "adding"], variants)),
     ]
     drawn = [(script, ["--task", "adding", "--cell", *c, *rest]) for script, c, rest in drawn if c]
-    copy = summary[summary.task == "copy"]
+    copy = finished[finished.task == "copy"]
     for d in sorted(copy.seq_len.unique()):
         ran = set(copy.loc[copy.seq_len == d, "cell"])
         if lstms := [c for c in ("lstm", "lstm_chrono") if c in ran]:
@@ -93,19 +99,25 @@ def plot_script(name: str):
 
 
 def _per_cell(runs: pd.DataFrame, with_decay: bool) -> list[str]:
-    """One line per cell, in legend order: means over its runs (its seeds)."""
+    """One line per cell, in legend order: means over its runs (its seeds), ok or diverged.
+
+    A diverged run's accuracy counts as 0, as in the heatmap, and its loss is left out; the
+    measures at initialisation, taken before any update, count for every run."""
     lines = []
     for cell in cell_order(runs.cell):
         r = runs[runs.cell == cell]
+        diverged = r.status == "diverged"
+        accuracy = r.final_eval_accuracy.where(~diverged, 0.0).mean()
         line = (
-            f"  {cell:<12} accuracy {r.final_eval_accuracy.mean():.3f}  "
-            f"loss {r.final_eval_loss.mean():.4f}"
+            f"  {cell:<12} accuracy {accuracy:.3f}  loss {r.final_eval_loss[~diverged].mean():.4f}"
         )
         if with_decay:
             line += (
                 f"  decay at init {r.log10_decay_rate_init.mean():+.4f} log10/step  "
                 f"horizon at init {r.memory_horizon_init.mean():.0f} steps"
             )
+        if diverged.any():
+            line += f"  ({diverged.sum()} of {len(r)} seeds diverged)"
         lines.append(line)
     return lines
 
@@ -120,18 +132,19 @@ def _chance(runs: pd.DataFrame) -> str:
 def text_summary(summary: pd.DataFrame) -> str:
     """Per cell: accuracy at the longest adding length and the decay rate at initialisation;
     the copy task's loss against its memoryless baseline at each delay."""
-    ok = summary[summary.status == "ok"]
+    ran = summary[summary.status != "failed"]
     lines = []
-    adding = ok[ok.task == "adding"]
+    adding = ran[ran.task == "adding"]
     if not adding.empty:
         longest, widest = adding.seq_len.max(), adding.hidden_size.max()
         at = adding[(adding.seq_len == longest) & (adding.hidden_size == widest)]
         chance = _chance(at)
         lines.append(
-            f"adding, T={longest}, m={widest} (mean over seeds; baseline loss 1/6{chance}):"
+            f"adding, T={longest}, m={widest} (mean over seeds, a diverged one's accuracy 0;"
+            f" baseline loss 1/6{chance}):"
         )
         lines += _per_cell(at, with_decay=True)
-    copy = ok[ok.task == "copy"]
+    copy = ran[ran.task == "copy"]
     for delay in sorted(copy.seq_len.unique()):
         at = copy[copy.seq_len == delay]
         baseline = f"memoryless baseline {at.baseline_loss.iloc[0]:.4f}{_chance(at)}"

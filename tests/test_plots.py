@@ -306,6 +306,17 @@ def test_cell_colour_is_the_same_in_every_figure(one):
     assert [t.get_text() for t in curves.legends[0].get_texts()][:3] == ["rnn", "gru", "lstm"]
 
 
+def test_a_pick_is_never_a_value_only_failed_runs_have():
+    """Every run at T=50 failed: the longest length with something to draw is 10."""
+    runs = [(10, "ok"), (10, "diverged"), (50, "failed")]
+    summary = pd.DataFrame(runs, columns=["seq_len", "status"])
+    args = plots.figure_parser("test").parse_args(["folder"])
+    said = []
+    kept = plots.select({"summary": summary}, args, ("seq_len",), said.append)
+    assert kept["summary"].seq_len.tolist() == [10, 10]
+    assert said == []  # one length left to choose from: nothing to say
+
+
 def test_cell_colours_and_order():
     assert plots.cell_order(["zeta", "lstm", "alpha", "rnn_orth", "rnn"]) == [
         "rnn",
@@ -326,6 +337,19 @@ def test_cell_colours_and_order():
         command = [sys.executable, "-c", probe]
         result = subprocess.run(command, capture_output=True, text=True, env=env)
         assert result.stdout.split() == here, result.stderr
+
+
+def test_unknown_cells_of_one_figure_never_share_a_colour():
+    """Six fallback colours: two names may hash to one of them (indrnn and leaky_rnn do), and
+    then the later in legend order takes the next free one in a figure that has both."""
+    assert plots.cell_color("indrnn") == plots.cell_color("leaky_rnn")
+    for names in (["indrnn", "leaky_rnn"], ["urnn", "mgu", "sru", "indrnn", "leaky_rnn", "x"]):
+        cells = ["lstm", *names]
+        colours = [plots.cell_color(c, cells) for c in cells]
+        assert len(set(colours)) == len(cells)
+        first = plots.cell_order(names)[0]  # the first unknown one in legend order keeps its own
+        assert plots.cell_color(first, cells) == plots.cell_color(first)
+    assert plots.cell_color("leaky_rnn", ["leaky_rnn", "lstm"]) == plots.cell_color("leaky_rnn")
 
 
 def test_learning_curves_baseline_and_diverged_runs(one):
@@ -641,3 +665,21 @@ def test_a_run_in_two_folders_counts_once_and_seeds_are_not_runs(sweep, tmp_path
     with pytest.warns(UserWarning, match="runs pooled differ in steps"):
         mixed = plots.learning_curves_figure(load_runs(root, table="metrics").query(setting))
     assert "over 2 seeds (4 runs)" in " ".join(t.get_text() for t in mixed.texts)
+
+
+def test_a_failed_copy_of_a_run_does_not_hide_its_finished_one(sweep, tmp_path):
+    """The same runs in two folders, the copy whose name sorts first failed (a single run of
+    that config that crashed, say): the finished copy is the one drawn, and no cell is lost."""
+    root = tmp_path / "results"
+    shutil.copytree(sweep, root / "b_sweep")
+    shutil.copytree(sweep, root / "a_runs")
+    for path in (root / "a_runs").glob("gru-*/summary.parquet"):
+        write_table(pd.read_parquet(path).assign(status="failed", error="boom"), path)
+    summary = load_runs(root, table="summary")
+    metrics = load_runs(root, table="metrics").query("seq_len == 20 and hidden_size == 16")
+    with pytest.warns(UserWarning, match="more folder"):
+        curves = plots.learning_curves_figure(metrics, summary)
+    assert set(labelled_lines(panels(curves)[0])) == set(CELLS)
+    with pytest.warns(UserWarning, match="more folder"):
+        heatmap = plots.success_heatmap_figure(summary)
+    assert [ax.get_title(loc="left") for ax in panels(heatmap)] == ["rnn", "gru", "lstm"]

@@ -1,5 +1,6 @@
 """Sweeps through Hydra's launchers: resume after a kill, failure isolation, one table."""
 
+import itertools
 import multiprocessing
 import os
 import runpy
@@ -538,11 +539,43 @@ def test_the_init_figure_is_drawn_where_the_init_experiment_ran():
     adding = [(c, T, 128) for c in ("rnn", "irnn", "gru", "lstm") for T in (500, 1000)]
     init = [(c, 400, 128) for c in ("rnn", "rnn_orth", "irnn", "lstm", "lstm_chrono")]
     summary = pd.DataFrame(adding + init, columns=["cell", "seq_len", "hidden_size"])
-    summary["task"] = "adding"
+    summary["task"], summary["status"] = "adding", "ok"
     figures = runpy.run_path(str(REPO / "scripts" / "reproduce.py"))["figures"](summary)
     (init_args,) = [options for script, options in figures if script == "plot_init"]
     assert init_args[init_args.index("--seq-len") + 1] == "400"
     assert init_args[init_args.index("--hidden-size") + 1] == "128"
+
+
+def test_the_reproduction_asks_each_figure_for_the_cells_it_can_draw():
+    """gru's runs all failed, irnn's all diverged, lstm lost one of two seeds to divergence:
+    the heatmap and the init figure draw a diverged run (accuracy 0), the curves do not, no
+    figure can draw a failed one; the printed accuracy counts a diverged seed as 0, as the
+    heatmap does."""
+    status = {"rnn": ["ok", "ok"], "irnn": ["diverged"] * 2, "gru": ["failed"] * 2}
+    status["lstm"] = ["ok", "diverged"]
+    rows = [(c, s, 1.0 if s == "ok" else 0.5) for c in status for s in status[c]]
+    summary = pd.DataFrame(rows, columns=["cell", "status", "final_eval_accuracy"]).assign(
+        task="adding",
+        seq_len=100,
+        hidden_size=64,
+        final_eval_loss=0.01,
+        baseline_loss=1 / 6,
+        log10_decay_rate_init=-0.1,
+        memory_horizon_init=30.0,
+    )
+    reproduce = runpy.run_path(str(REPO / "scripts" / "reproduce.py"))
+    cells = {}
+    for script, options in reproduce["figures"](summary):
+        after = options[options.index("--cell") + 1 :]
+        cells[script] = list(itertools.takewhile(lambda a: not a.startswith("--"), after))
+    assert cells["plot_success_heatmap"] == ["rnn", "irnn", "lstm"]
+    assert cells["plot_init"] == ["rnn", "irnn", "lstm"]
+    for script in ("plot_memory_horizon", "plot_vanishing", "plot_gradient_flow"):
+        assert cells[script] == ["rnn", "lstm"]
+    lines = reproduce["text_summary"](summary).splitlines()
+    (lstm,) = [line for line in lines if line.split()[0] == "lstm"]
+    assert "accuracy 0.500" in lstm and lstm.endswith("(1 of 2 seeds diverged)")
+    assert not [line for line in lines if line.split()[0] == "gru"]
 
 
 def test_a_run_folder_reused_with_another_config_is_not_skipped(tmp_path):
