@@ -20,8 +20,9 @@ STATUSES = ("ok", "diverged", "failed")
 
 
 def aggregate(sweep_dir: str | Path, csv: bool = False) -> pd.DataFrame:
-    """Write `summary.parquet` (and optionally `summary.csv`) at the sweep root: one row per
-    finished run in the folder, whichever invocation of the sweep produced it."""
+    """Write `summary.parquet` (and `summary.csv` if asked, or if one is there already: a copy
+    left as it was would go stale) at the sweep root: one row per finished run in the folder,
+    whichever invocation of the sweep produced it."""
     sweep_dir = Path(sweep_dir)
     if (sweep_dir / "config.yaml").exists():  # its summary.parquet is the run's own
         raise ValueError(f"{sweep_dir} is a run's folder, not a sweep's")
@@ -33,7 +34,7 @@ def aggregate(sweep_dir: str | Path, csv: bool = False) -> pd.DataFrame:
         return table
     table = table.drop(columns="run_dir").sort_values("run_id", ignore_index=True)
     write_table(table, sweep_dir / "summary.parquet")
-    if csv:
+    if csv or (sweep_dir / "summary.csv").exists():
         table.to_csv(sweep_dir / "summary.csv", index=False)
     return table
 

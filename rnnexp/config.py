@@ -9,12 +9,14 @@ tasks' own constructors check theirs; `ConfigError` carries either as one line n
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import PurePosixPath
 from typing import Any
 
+import hydra
 import torch
 import yaml
 from hydra import compose
@@ -177,7 +179,29 @@ def _keys_hint(config_name: str, overrides: list[str], key: str) -> str:
     node = OmegaConf.select(cfg, parent) if parent else cfg
     if not isinstance(node, DictConfig):
         return ""
-    return "; keys: " + ", ".join(str(k) for k in node if not str(k).startswith("_"))
+    hint = "; keys: " + ", ".join(str(k) for k in node if not str(k).startswith("_"))
+    target = node.get("_target_")  # a cell's or task's YAML may set only some of its arguments
+    if unset := [k for k in constructor_keys(target) if k not in node] if target else []:
+        hint += f"; its class also takes {', '.join(unset)} (set as +{parent}.KEY=...)"
+    return hint
+
+
+def constructor_keys(target: str) -> list[str]:
+    """The named arguments of the class `target` names (its base classes' through **kwargs
+    too, as a cell of one's own passes init and bias on), for a misspelt key's hint."""
+    try:
+        cls = hydra.utils.get_class(target)
+    except Exception:  # only a hint: the error itself is reported anyway
+        return []
+    keys: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        keys += [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return [k for k in dict.fromkeys(keys) if k != "input_size"]
 
 
 def _parse_overrides(overrides: list[str]) -> list:

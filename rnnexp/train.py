@@ -15,7 +15,6 @@ import atexit
 import contextlib
 import gc
 import importlib.util
-import inspect
 import logging
 import math
 import multiprocessing
@@ -49,6 +48,7 @@ from rnnexp.config import (
     check_device_available,
     check_values,
     compose_checked,
+    constructor_keys,
     experiment_sweeps,
     fixed_overrides,
     register_configs,
@@ -98,7 +98,7 @@ def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
             )
             raise ConfigError(f"{group}.{cause}{where}") from cause
         if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
-            keys = _constructor_keys(node._target_)  # a misspelt key of one's own task or cell
+            keys = constructor_keys(node._target_)  # a misspelt key of one's own task or cell
             hint = f"; it takes {', '.join(keys)}" if keys else ""
             raise ConfigError(f"{group}: {cause}{hint}") from cause
         if isinstance(cause, ValueError | TypeError):  # one that names no key: the call does
@@ -124,24 +124,6 @@ def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
             why = str(cause).split("DefaultCPUAllocator: ")[-1] or "out of memory"
             raise ConfigError(f"{group}: too large for this machine: {why}") from cause
         raise
-
-
-def _constructor_keys(target: str) -> list[str]:
-    """The named arguments of the class `target` names (its base classes' through **kwargs
-    too, as a cell of one's own passes init and bias on), for a misspelt key's hint."""
-    try:
-        cls = hydra.utils.get_class(target)
-    except Exception:  # only a hint: the error itself is reported anyway
-        return []
-    keys: list[str] = []
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        params = list(inspect.signature(klass.__init__).parameters.values())[1:]
-        keys += [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            break
-    return [k for k in dict.fromkeys(keys) if k != "input_size"]
 
 
 def _physical_memory() -> int | None:
@@ -520,7 +502,16 @@ def app(cfg: DictConfig) -> None:
                 if read_summary(run_dir) is None:  # not one that had just finished
                     log.warning("interrupted: no summary; the sweep's resume runs it again")
                 raise
+            _to_log_file("interrupted: no summary; its metrics so far are kept")
             raise RunInterrupted(run_dir) from e
+
+
+def _to_log_file(message: str) -> None:
+    """A warning in train.log alone: main says it on the console, in one line of its own."""
+    record = log.makeRecord(log.name, logging.WARNING, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -592,20 +583,38 @@ def missing_launcher(argv: list[str]) -> str | None:
 SWEEP_FLAGS = ("-m", "--multirun", "hydra.mode=MULTIRUN")  # what makes a command a sweep
 
 
+def _primary_config(argv: list[str]) -> tuple[str, list[str]] | None:
+    """(the primary config's name, argv without -cn NAME), or None where argv has another of
+    Hydra's flags: a config dir of one's own (-cd) takes Hydra's search path to compose with."""
+    name, rest, args = "config", [], iter(argv)
+    for a in args:
+        if a in ("-cn", "--config-name"):
+            name = next(args, "")
+        elif a.startswith("--config-name="):
+            name = a.partition("=")[2]
+        elif a.startswith(("-", "hydra.mode")) and a not in SWEEP_FLAGS:
+            return None
+        else:
+            rest.append(a)
+    return (name, rest) if name else None
+
+
 def check_single_run(argv: list[str]) -> None:
     """Compose and build a single run as `app` will, before Hydra makes its folder and log.
 
     So that a bad key, type or value ends in one line, exit code 2 and no folder, as in a
     sweep (whose grid the sweep callback checks). Of a multirun (-m) the overrides that sweep
     nothing are composed, as Hydra does first, so that a misspelt key or experiment fails the
-    same way rather than in Hydra's multi-line dump. Hydra's other flags (--cfg, --help, ...)
-    are left to Hydra; of its own overrides only the search path and its groups matter here.
+    same way rather than in Hydra's multi-line dump. --config-name (-cn) is followed; Hydra's
+    other flags (--config-dir, --cfg, --help, ...) are left to Hydra, as is the command then;
+    of its own overrides only the search path and its groups matter here.
     Whether the machine has the device is checked in the run, after Hydra has applied
     hydra.job.env_set (CUDA_VISIBLE_DEVICES, say), which CUDA reads only once.
     """
     multirun = any(a in SWEEP_FLAGS for a in argv)
-    if any(a.startswith(("-", "hydra.mode")) for a in argv if a not in SWEEP_FLAGS):
+    if (named := _primary_config(argv)) is None:
         return
+    config_name, argv = named
     # of Hydra's own overrides: the search path, and its groups (a launcher's name, say)
     mine = ("hydra.searchpath", "hydra/")
     overrides = [a for a in argv if not a.startswith(("-", "hydra")) or a.startswith(mine)]
@@ -614,13 +623,13 @@ def check_single_run(argv: list[str]) -> None:
             if not split_grid(overrides):
                 raise ConfigError(f"the grid of {' '.join(overrides)} is empty: nothing to run")
             try:
-                cfg = compose_checked("config", fixed_overrides(overrides))
+                cfg = compose_checked(config_name, fixed_overrides(overrides))
             except ConfigError as e:
                 if hint := swept_group_hint(overrides, str(e)):  # the default's keys mislead
                     raise ConfigError(f"{str(e).partition('; keys: ')[0]}{hint}") from e
                 raise
         else:
-            cfg = compose_checked("config", overrides)
+            cfg = compose_checked(config_name, overrides)
             if swept := experiment_sweeps(overrides):  # without -m Hydra ignores its grid
                 raise ConfigError(f"{swept}: add -m to run its grid")
     if not multirun:  # the sweep callback builds every point

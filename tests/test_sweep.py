@@ -193,6 +193,8 @@ def test_ctrl_c_ends_a_single_run_with_one_line_and_no_summary(tmp_path):
     ]
     assert not (run_dir / "summary.parquet").exists()
     assert pd.read_parquet(run_dir / "metrics.parquet")["step"].iloc[0] == 0
+    log = (run_dir / "train.log").read_text().splitlines()
+    assert log[-1].endswith("[WARNING] - interrupted: no summary; its metrics so far are kept")
 
 
 def test_resume_after_sigkill_equals_an_uninterrupted_sweep(tmp_path):
@@ -468,6 +470,7 @@ def test_aggregate_command_rebuilds_the_table(tmp_path):
     result = cli(str(tmp_path), module="rnnexp.aggregate")
     assert "sweep" in result.stdout and "1 run: 1 ok" in result.stdout
     assert "1 run has no result (unfinished" in result.stdout
+    assert len(pd.read_csv(tmp_path / "summary.csv")) == 1  # the CSV there is kept up to date
     # and one whose summary a copy truncated: unfinished too, not counted nowhere
     kept = tmp_path / loaded.run_id[1] / "summary.parquet"
     whole = kept.read_bytes()

@@ -411,6 +411,23 @@ def test_a_constructor_error_that_names_no_key_shows_the_call():
     assert str(e.value).endswith("'alfa'; it takes hidden_size, alpha, bias, init, init_scale")
 
 
+def test_a_misspelt_key_of_a_task_lists_the_arguments_its_yaml_leaves_out(tmp_path):
+    """The README's task YAML sets seq_len alone: the hint names the class's other arguments
+    too, which only +task.KEY= can set."""
+    from rnnexp.config import ConfigError
+    from rnnexp.train import check_single_run
+
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "partial.yaml").write_text(
+        "_target_: tests.toy_tasks.LastBitTask\nseq_len: 5\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        check_single_run([f"hydra.searchpath=[file://{tmp_path}]", "task=partial", "task.sq=3"])
+    assert str(e.value).endswith(
+        "; keys: seq_len; its class also takes fail_at_seq_len (set as +task.KEY=...)"
+    )
+
+
 def test_cell_defined_outside_the_package_trains_and_is_measured(tmp_path):
     leaky = [TESTS_CONF, "cell=leaky_rnn", "cell.alpha=0.25", "cell.init=orthogonal"]
     ok(cli(*leaky, *TINY, f"hydra.run.dir={tmp_path}"))  # the base class's init, no + needed
@@ -673,3 +690,19 @@ def test_single_runs_started_in_one_second_get_folders_of_their_own():
             assert run_dir.startswith("results/runs/") and run_dir.endswith(f"_{run_id(cfg)}")
             dirs.append(run_dir)
     assert dirs[0] != dirs[1]
+
+
+def test_config_name_is_checked_up_front_and_other_hydra_flags_are_left_to_hydra():
+    """-cn/--config-name picks the primary config and the command is still checked before any
+    folder is made; with a config dir of one's own (-cd) or --cfg, Hydra composes, and the
+    check waits for the run (value errors) or is Hydra's (names)."""
+    from rnnexp.config import ConfigError
+    from rnnexp.train import check_single_run
+
+    for argv in (["-cn", "config", "cell=foo"], ["--config-name=config", "cell=foo"]):
+        with pytest.raises(ConfigError, match="^In 'config': Could not find 'cell/foo'"):
+            check_single_run(argv)
+    with pytest.raises(ConfigError, match="^Cannot find primary config 'nope'"):
+        check_single_run(["-cn", "nope"])
+    for argv in (["-cd", "conf", "cell=foo"], ["--cfg", "job", "cell=foo"]):
+        assert check_single_run(argv) is None
