@@ -423,7 +423,7 @@ class RNNCell(RecurrentCell):
         return {"nonlinearity": cell.nonlinearity}
 
     def fast_scan(self, inputs: Tensor, state=None) -> Tensor:
-        if builtin_equations(type(self)) is not RNNCell:
+        if builtin_equations(self) is not RNNCell or not len(inputs):  # T = 0: s_0 alone
             return self.scan(inputs, state)
         from rnnexp.fused import RNNScan
 
@@ -446,19 +446,19 @@ class RNNCell(RecurrentCell):
         matmul with the shared W_hh, and no (B, m, m) J is built per step: 10% off an all-lag
         snapshot of the Frobenius norm at T=200, m=64, B=16, 4% off the spectral one (median
         of 25 rounds in random order, on 2 cores)."""
-        if builtin_equations(type(self)) is not RNNCell:
+        if builtin_equations(self) is not RNNCell:
             return super().jacobian_factors(input, state)
         return (rnn_jacobian_factor(self._forward(input, state), self.nonlinearity),)
 
     def left_jacobian_product(
         self, p: Tensor, factors: tuple[Tensor, ...], out: Tensor | None = None
     ) -> Tensor:
-        if builtin_equations(type(self)) is not RNNCell:
+        if builtin_equations(self) is not RNNCell:
             return super().left_jacobian_product(p, factors, out)
         return torch.matmul(p * factors[0].unsqueeze(-2), self.weight_hh, out=out)
 
     def jacobian_vector_product(self, input: Tensor, state: Tensor, v: Tensor) -> Tensor:
-        if builtin_equations(type(self)) is not RNNCell:
+        if builtin_equations(self) is not RNNCell:
             return super().jacobian_vector_product(input, state, v)
         slope = rnn_jacobian_factor(self._forward(input, state), self.nonlinearity)
         return slope.unsqueeze(-1) * (self.weight_hh @ v)
@@ -488,7 +488,7 @@ class GRUCell(RecurrentCell):
     _torch_cell = nn.GRUCell
 
     def fast_scan(self, inputs: Tensor, state=None) -> Tensor:
-        if builtin_equations(type(self)) is not GRUCell:
+        if builtin_equations(self) is not GRUCell or not len(inputs):  # T = 0: s_0 alone
             return self.scan(inputs, state)
         from rnnexp.fused import GRUScan
 
@@ -514,7 +514,7 @@ class GRUCell(RecurrentCell):
         return jac
 
     def jacobian_vector_product(self, input: Tensor, state: Tensor, v: Tensor) -> Tensor:
-        if builtin_equations(type(self)) is not GRUCell:
+        if builtin_equations(self) is not GRUCell:
             return super().jacobian_vector_product(input, state, v)
         d, coef = gru_jacobian_factors(*self._gates(input, state), state)
         through_w = (self.weight_hh @ v).unflatten(1, (3, self.hidden_size))  # W_k v
@@ -610,7 +610,7 @@ class LSTMCell(RecurrentCell):
         return h, c
 
     def fast_scan(self, inputs: Tensor, state=None) -> Tensor:
-        if builtin_equations(type(self)) is not LSTMCell:
+        if builtin_equations(self) is not LSTMCell or not len(inputs):  # T = 0: s_0 alone
             return self.scan(inputs, state)
         from rnnexp.fused import LSTMScan
 
@@ -652,14 +652,14 @@ class LSTMCell(RecurrentCell):
         """(J's h-columns, diag of dh'/dc, diag of dc'/dc). J's c-columns are two diagonals:
         P J from these takes half the multiply-adds of P @ J, and no zero blocks are filled to
         build it."""
-        if builtin_equations(type(self)) is not LSTMCell:
+        if builtin_equations(self) is not LSTMCell:
             return super().jacobian_factors(input, state)
         return self._jacobian_blocks(input, self.flatten_state(state))
 
     def left_jacobian_product(
         self, p: Tensor, factors: tuple[Tensor, ...], out: Tensor | None = None
     ) -> Tensor:
-        if builtin_equations(type(self)) is not LSTMCell:
+        if builtin_equations(self) is not LSTMCell:
             return super().left_jacobian_product(p, factors, out)
         h_columns, dh_dc, dc_dc = factors
         m = self.hidden_size
@@ -669,7 +669,7 @@ class LSTMCell(RecurrentCell):
         return torch.cat([p @ h_columns, through_c], -1, out=out)
 
     def jacobian_vector_product(self, input: Tensor, state: Tensor, v: Tensor) -> Tensor:
-        if builtin_equations(type(self)) is not LSTMCell:
+        if builtin_equations(self) is not LSTMCell:
             return super().jacobian_vector_product(input, state, v)
         m = self.hidden_size
         h, c = self.unflatten_state(state)
@@ -684,16 +684,26 @@ class LSTMCell(RecurrentCell):
 _INITIALISATION = frozenset({"reset_parameters", "extra_repr"})  # and dunders, __init__ too
 
 
-@functools.cache
-def builtin_equations(cls: type) -> type | None:
-    """The built-in cell (RNNCell, GRUCell, LSTMCell) whose equations `cls` computes, or None.
+def builtin_equations(cell: RecurrentCell | type) -> type | None:
+    """The built-in cell (RNNCell, GRUCell, LSTMCell) whose equations `cell` (a cell or its
+    class) computes, or None.
 
     A subclass keeps them, and with them the fused BPTT and the factored Jacobians, as long as
     it overrides nothing of its built-in parent but the initialisation (`__init__`,
     `reset_parameters`, `extra_repr`): a chrono-like init of one's own stays fast. Overriding
     anything else (`_forward`, `_linear`, `gates`, ...) may change what a step computes, so
-    the generic paths take over, which follow `step` whatever it does.
+    the generic paths take over, which follow `step` whatever it does. So does a cell object
+    given a method of its own (`self._forward = ...`).
     """
+    builtin = _class_equations(cell if isinstance(cell, type) else type(cell))
+    if builtin is None or isinstance(cell, type):
+        return builtin
+    own = any(callable(v) and hasattr(builtin, name) for name, v in vars(cell).items())
+    return None if own else builtin
+
+
+@functools.cache
+def _class_equations(cls: type) -> type | None:
     for builtin in (RNNCell, GRUCell, LSTMCell):
         if issubclass(cls, builtin):
             overridden = {  # by any class the built-in does not have: a mixin after it too

@@ -47,7 +47,7 @@ def check_jacobian(cell: RecurrentCell, tol: float = 1e-8) -> None:
     equations (which the tests hold to torch's). A subclass that changes `_forward` and keeps
     its parent's `_jacobian` would otherwise be measured wrong, silently. Raises ValueError."""
     cls = type(cell)
-    if builtin_equations(cls) is not None or _checked.get(cell, math.inf) <= tol:
+    if builtin_equations(cell) is not None or _checked.get(cell, math.inf) <= tol:
         return
     c = copy.deepcopy(cell).double().cpu()
     gen = torch.Generator().manual_seed(0)

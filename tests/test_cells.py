@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from rnnexp.cells import GRUCell, LSTMCell, RecurrentCell, RNNCell, builtin_equations
+from rnnexp.jacobians import check_jacobian
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 
@@ -452,6 +453,33 @@ def test_a_subclass_that_changes_the_equations_falls_back_to_its_own_jacobian():
     )
     xs = torch.randn(5, 4, 2)
     torch.testing.assert_close(cell.fast_scan(xs), cell.scan(xs))
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_a_cell_given_a_step_of_its_own_leaves_the_fused_path(kind):
+    """`self._forward = ...` on the object (in a subclass's __init__, say) changes the step as
+    overriding it in the class does: fast_scan follows it, the Jacobian check then runs."""
+    torch.manual_seed(15)
+    cell = CELLS[kind](2, 3)
+    base = cell._forward
+
+    def halved(x, s):  # the LSTM's step gives (h, c)
+        out = base(x, s)
+        return tuple(0.5 * t for t in out) if isinstance(out, tuple) else 0.5 * out
+
+    cell._forward = halved
+    xs = torch.randn(5, 4, 2)
+    assert builtin_equations(cell) is None and builtin_equations(type(cell)) is not None
+    torch.testing.assert_close(cell.fast_scan(xs), cell.scan(xs))
+    with pytest.raises(ValueError, match="disagrees with autograd of its step"):
+        check_jacobian(cell)
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_a_sequence_of_no_steps_is_its_start_state(kind):
+    cell = CELLS[kind](2, 3)
+    s0 = torch.randn(4, cell.state_size)
+    torch.testing.assert_close(cell.fast_scan(torch.empty(0, 4, 2), s0), s0.unsqueeze(0))
 
 
 def test_a_subclass_that_only_changes_the_init_keeps_the_fused_path():

@@ -368,6 +368,26 @@ def test_divergence_is_recorded_not_raised(tmp_path):
     assert not (math.isfinite(last.train_loss) and math.isfinite(last.grad_norm))
 
 
+def test_outputs_that_overflow_before_any_update_are_divergence_at_step_0(tmp_path):
+    ok(cli("cell=irnn", "cell.init_scale=1e20", *TINY, f"hydra.run.dir={tmp_path}"))
+    summary = pd.read_parquet(tmp_path / "summary.parquet").iloc[0]
+    assert summary.status == "diverged" and summary.steps_done == 0
+    assert pd.read_parquet(tmp_path / "metrics.parquet").step.tolist() == [0]
+
+
+def test_finite_gradients_too_large_for_a_float32_norm_are_not_divergence():
+    """The squares of 2^64 overflow float32: the norm, 10 * 2^64, is taken again in float64."""
+    from rnnexp.train import _grad_norm
+
+    big = [torch.full((60,), 2.0**64), torch.full((40,), 2.0**64)]
+    assert torch.nn.utils.get_total_norm(big).isinf()  # what the float32 norm gives
+    assert _grad_norm(big).item() == 10 * 2.0**64
+    small = [torch.tensor([3.0, 4.0])]
+    assert _grad_norm(small).dtype == torch.float32 and _grad_norm(small).item() == 5.0
+    assert _grad_norm([torch.tensor([1.0, math.inf])]).isinf()
+    assert _grad_norm([torch.tensor([1.0, math.nan])]).isnan()
+
+
 def test_an_update_that_overflows_the_weights_is_divergence(tmp_path):
     """Finite loss and gradient, but lr * gradient overflows: on the last step too."""
     result = cli(
