@@ -68,15 +68,22 @@ def mkl_lacks_avx512() -> bool:
 def large_products_use_onednn(device: torch.device | str = "cpu") -> bool:
     """What the rule gives a large float32 product on `device`. A run's summary records it:
     its tables' last digits depend on it."""
-    if torch.device(device).type != "cpu" or FORCE == "mkl" or not _onednn_available():
+    force = _forced()
+    if torch.device(device).type != "cpu" or force == "mkl" or not _onednn_available():
         return False
-    return FORCE == "onednn" or mkl_lacks_avx512()
+    return force == "onednn" or mkl_lacks_avx512()
+
+
+def _forced() -> str | None:
+    if FORCE not in (None, "mkl", "onednn"):  # a typo would silently leave the rule in charge
+        raise ValueError(f"rnnexp.gemm.FORCE must be None, 'mkl' or 'onednn', got {FORCE!r}")
+    return FORCE
 
 
 def _rule(t: Tensor, large: bool) -> bool:
     if t.dtype != torch.float32:
         return False
-    return (large or FORCE == "onednn") and large_products_use_onednn(t.device)
+    return (large or _forced() == "onednn") and large_products_use_onednn(t.device)
 
 
 def uses_onednn(weight: Tensor, rows: int) -> bool:

@@ -83,6 +83,10 @@ def test_the_rule_large_float32_products_only_and_never_float64(monkeypatch):
     monkeypatch.setattr(gemm, "FORCE", "mkl")
     monkeypatch.setattr(gemm, "mkl_lacks_avx512", lambda: True)
     assert not gemm.uses_onednn(big, 64)
+    monkeypatch.setattr(gemm, "FORCE", "oneDNN")  # a typo is an error, not the rule again
+    for weight in (big, small):
+        with pytest.raises(ValueError, match="FORCE must be None, 'mkl' or 'onednn', got 'oneDNN'"):
+            gemm.uses_onednn(weight, 64)
 
 
 def test_the_rule_for_sequence_products_large_float32_only(monkeypatch):
