@@ -1,9 +1,10 @@
 """Structured configs: the schema every composed config is checked against.
 
 The dataclasses below are stored in Hydra's ConfigStore under `schema/`; the YAML files under
-`conf/` extend them, so a misspelt key or a wrong type fails at composition with Hydra's own
-message. Ranges that types cannot express are checked by `check_values`, and the cells' and
-tasks' own constructors check theirs; `ConfigError` carries either as one line naming the key.
+`conf/` extend them, so a misspelt key or a wrong type fails at composition (Hydra's message,
+condensed to one line by `compose_checked`). Ranges that types cannot express are checked by
+`check_values`, and the cells' and tasks' own constructors check theirs; `ConfigError` carries
+either as one line naming the key.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ only adds what a sweep of hundreds of runs needs around them:
   so a bad value fails at once with the same one-line message, not after hours of jobs;
 - after the last job, the sweep's one table (`summary.parquet` at the sweep root, every run in
   the folder), a report of this grid's runs, and a non-zero exit if one of them failed or
-  has no result (another process was training it).
+  has no result (a job process died, or another process is still training it).
 """
 
 from __future__ import annotations
@@ -139,6 +139,7 @@ class SweepCallback(Callback):
         held = sum(is_held(sweep_dir / run) for run in missing)
         counts = {"missing": len(missing), "in_folder": len(table), "held": held}
         print(report(sweep_dir, ours, skipped=skipped, **counts))
-        # this grid's runs only: one failed, or has no result (another process holds it)
+        # this grid's runs only: one failed, or has no result (its job process died, or
+        # another process holds it)
         if missing or (not ours.empty and (ours["status"] == "failed").any()):
             sys.exit(1)
