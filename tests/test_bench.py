@@ -1,8 +1,8 @@
 """The benchmark's own arithmetic: what its ratios are divided by must be right.
 
 Its brute force (`brute_force_norms`) is the reference of tests/test_jacobians.py; here the
-FLOP count behind the FLOP-bound column, the alternation behind every median, and one pass of
-the training section at a tiny size.
+one-pass autograd baseline against it, the FLOP count behind the FLOP-bound column, the
+alternation behind every median, and one pass of the training section at a tiny size.
 """
 
 import math
@@ -30,6 +30,23 @@ def test_step_flops_counts_every_matmul_of_a_training_step(cell):
     cell_flops = counter.get_total_flops() - sum(counts["SequenceModel.readout"].values())
     rows = bench.GATES[cell] * m
     assert cell_flops == bench.step_flops(cell, m, n, B, T) - 2 * B * rows * m
+
+
+@pytest.mark.parametrize("cell", list(bench.OURS))
+@pytest.mark.parametrize("ord", [2, "fro"])
+def test_the_one_pass_autograd_baseline_computes_what_the_brute_force_does(cell, ord):
+    """Every ||ds_T/ds_t|| from one batched reverse pass equals the one-t-at-a-time brute
+    force's (float64), row T the identity's norm: the snapshot's second baseline is fair."""
+    n, m, B, T = 2, 4, 3, 6
+    torch.manual_seed(1)
+    c = bench.OURS[cell](n, m).double()
+    inputs = torch.randn(T, B, n, dtype=torch.float64)
+    norms = bench.autograd_norms(c, inputs, ord)
+    brute = bench.brute_force_norms(c, inputs, range(T), ord)
+    assert norms.shape == (T + 1, B)
+    torch.testing.assert_close(norms[:-1], torch.stack(list(brute.values())), rtol=1e-12, atol=0)
+    identity = 1.0 if ord == 2 else math.sqrt(c.state_size)
+    torch.testing.assert_close(norms[-1], torch.full((B,), identity, dtype=torch.float64))
 
 
 def test_alternate_interleaves_the_contenders_and_keeps_medians(monkeypatch):
