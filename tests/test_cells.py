@@ -1,6 +1,7 @@
 """Cells against torch's own cells, autograd, and hand-computed numbers (float64 throughout)."""
 
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ def _unroll(cell, xs, state):
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("bias", [True, False])
 def test_forward_and_gradients_match_torch(kind, n, m, batch, bias):
-    torch.manual_seed(hash((kind, n, m, batch, bias)) % 2**31)
+    torch.manual_seed(zlib.crc32(repr((kind, n, m, batch, bias)).encode()))  # str hash: salted
     ours, ref = _paired(kind, n, m, bias)
     steps = 6
     xs = torch.randn((steps, n) if batch is None else (steps, batch, n), requires_grad=True)

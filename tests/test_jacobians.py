@@ -592,8 +592,15 @@ def test_check_jacobian_holds_a_cells_own_closed_form_to_autograd():
         check_jacobian(Off(2, 5))
     with pytest.raises(ValueError, match=r"HalfStepRNNCell\._jacobian .* it is RNNCell's"):
         check_jacobian(HalfStepRNNCell(2, 5))
+
+    class TwiceTheJvp(LeakyRNNCell):  # the Lyapunov exponents' product
+        def jacobian_vector_product(self, input, state, v):
+            return 2 * super().jacobian_vector_product(input, state, v)
+
     with pytest.raises(ValueError, match=r"^TwiceTheProduct\.left_jacobian_product disagrees"):
         check_jacobian(TwiceTheProduct(2, 5))
+    with pytest.raises(ValueError, match=r"^TwiceTheJvp\.jacobian_vector_product disagrees"):
+        check_jacobian(TwiceTheJvp(2, 5))
     check_jacobian(RNNCell(2, 5))  # the built-in cells are the tests' to check, not start-up's
 
 

@@ -24,7 +24,7 @@ def test_a_table_gets_the_mode_of_any_new_file(tmp_path):
 def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
     path = tmp_path / "t.parquet"
     write_table(pd.DataFrame({"a": [1]}), path)
-    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+    with pytest.raises(RuntimeError, match="^killed mid-write$"), atomic_path(path) as tmp:
         tmp.write_bytes(b"half a table")
         raise RuntimeError("killed mid-write")
     assert pd.read_parquet(path)["a"].tolist() == [1]

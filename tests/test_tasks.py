@@ -186,6 +186,14 @@ class _FlatTargets(AddingTask):
         return inputs, targets.reshape(-1)
 
 
+class _BatchFirstTargets(AddingTask):
+    """(B, 1, 1) targets, batch first: the other natural mistake."""
+
+    def sample(self, batch_size, generator):
+        inputs, targets = super().sample(batch_size, generator)
+        return inputs, targets.transpose(0, 1)
+
+
 class _NoBaseline(AddingTask):
     baseline_loss = None
 
@@ -243,6 +251,8 @@ class _NoChance:
 def test_start_up_check_names_what_a_task_gets_wrong():
     with pytest.raises(ValueError, match=r"targets with the batch on dim 1, got .* targets \(2,\)"):
         check_task(_FlatTargets(seq_len=6))
+    with pytest.raises(ValueError, match=r"with the batch on dim 1, got .* targets \(2, 1, 1\)"):
+        check_task(_BatchFirstTargets(seq_len=6))
     with pytest.raises(ValueError, match="^baseline_loss must be a number, got None"):
         check_task(_NoBaseline(seq_len=6))
     check_task(_NoChance())  # baseline_accuracy is optional

@@ -366,6 +366,10 @@ def test_divergence_is_recorded_not_raised(tmp_path):
     metrics = pd.read_parquet(tmp_path / "metrics.parquet")
     last = metrics.iloc[-1]
     assert not (math.isfinite(last.train_loss) and math.isfinite(last.grad_norm))
+    assert not math.isfinite(last.grad_norm_max)  # a NaN among the window's norms wins
+    # stopped before the step: the weights saved are the last finite ones, not the update's
+    weights = torch.load(tmp_path / "model.pt")
+    assert all(w.isfinite().all() for w in weights.values())
 
 
 def test_outputs_that_overflow_before_any_update_are_divergence_at_step_0(tmp_path):
@@ -388,15 +392,17 @@ def test_finite_gradients_too_large_for_a_float32_norm_are_not_divergence():
     assert _grad_norm([torch.tensor([1.0, math.nan])]).isnan()
 
 
-def test_an_update_that_overflows_the_weights_is_divergence(tmp_path):
-    """Finite loss and gradient, but lr * gradient overflows: on the last step too."""
+@pytest.mark.parametrize("steps", [1, 6])
+def test_an_update_that_overflows_the_weights_is_divergence(tmp_path, steps):
+    """Finite loss and gradient, but lr * gradient overflows: caught at that step, not at
+    the next one's loss, and on the last step too (which has no next)."""
     result = cli(
         "cell=rnn",
         "train.optimizer=sgd",
         "train.lr=3e38",
         "train.clip_grad_norm=null",
         *TINY,
-        "train.steps=1",
+        f"train.steps={steps}",
         f"hydra.run.dir={tmp_path}",
     )
     ok(result)
@@ -602,6 +608,24 @@ def _run_in_process(out, overrides, names=("rnn", "copy")):
         )
     run(cfg, out, {"cell": names[0], "task": names[1]})
     return cfg
+
+
+def test_an_evaluation_that_overflows_mid_run_is_divergence(tmp_path, monkeypatch):
+    """Training stays finite, the evaluation at step 2 comes out inf: the run stops there."""
+    from rnnexp import train
+
+    evaluate, calls = train.evaluate, []
+
+    def overflowing(*args):
+        calls.append(None)
+        loss, accuracy = evaluate(*args)
+        return (loss if len(calls) == 1 else math.inf), accuracy
+
+    monkeypatch.setattr(train, "evaluate", overflowing)
+    overrides = ["cell.hidden_size=8", "task.seq_len=5", "train.steps=6", "train.eval_every=2"]
+    _run_in_process(tmp_path, [*overrides, "diagnostics.enabled=false", "progress=false"])
+    summary = pd.read_parquet(tmp_path / "summary.parquet").iloc[0]
+    assert summary.status == "diverged" and summary.steps_done == 2 and len(calls) == 2
 
 
 def test_recorded_numbers_match_an_independent_computation(tmp_path, monkeypatch):
