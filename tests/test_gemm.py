@@ -74,6 +74,9 @@ def test_the_rule_large_float32_products_only_and_never_float64(monkeypatch):
     monkeypatch.setattr(gemm, "_onednn_available", lambda: True)
     big, small = torch.empty(1024, 256), torch.empty(128, 32)  # 2 * 64 * in * out: 33.5e6, 0.5e6
     assert gemm.uses_onednn(big, 64)
+    assert gemm.uses_onednn(torch.empty(500, 250), 64)  # 2 * 64 * 250 * 500 = 16e6: from there
+    assert not gemm.uses_onednn(torch.empty(499, 250), 64)
+    assert not gemm.large_products_use_onednn("cuda")  # a GPU's products are the GPU's
     assert not gemm.uses_onednn(small, 64)
     assert not gemm.uses_onednn(big.double(), 64)  # oneDNN has no float64 GEMM
     monkeypatch.setattr(gemm, "mkl_lacks_avx512", lambda: False)  # an AVX2 machine, say

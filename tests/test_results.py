@@ -87,3 +87,11 @@ def test_a_key_of_ones_own_cell_or_task_never_overwrites_another_column():
         "diagnostics_batch_size": 16,
         "device": "cpu",
     }
+
+
+def test_a_summary_with_no_row_is_an_unfinished_run(tmp_path):
+    """A zero-row summary.parquet (a copy that kept the schema only): no finished run, so a
+    resume trains it again rather than failing on its first row."""
+    write_table(pd.DataFrame({"status": pd.Series([], dtype=str)}), tmp_path / "summary.parquet")
+    assert read_summary(tmp_path) is None
+    assert load_runs(tmp_path).empty

@@ -152,6 +152,24 @@ def test_the_interrupt_account_of_a_sweep_without_its_folder_yet(tmp_path, monke
     assert SweepCallback.interrupted_account().startswith("no run had started")
 
 
+def test_the_interrupt_account_counts_this_grids_runs_only(tmp_path, monkeypatch):
+    """The folder holds a finished run of this grid, a diverged one (finished too) and one of
+    another grid: 2 of this grid's 3 runs finished, not 3."""
+    for run, status in (("a", "ok"), ("b", "diverged"), ("other", "ok")):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "config.yaml").write_text("seed: 0\n")
+        write_table(
+            pd.DataFrame({"run_id": [run], "status": [status]}), tmp_path / run / "summary.parquet"
+        )
+    sweep = SweepCallback()
+    sweep.grid, sweep.sweep_dir = {"a", "b", "c"}, tmp_path
+    monkeypatch.setattr(SweepCallback, "current", sweep)
+    assert SweepCallback.interrupted_account() == (
+        f"2 of the sweep's 3 runs finished, kept in {tmp_path / 'summary.parquet'}; run the same "
+        "command again to resume the other 1"
+    )
+
+
 def test_the_interrupt_line_into_a_closed_pipe_keeps_the_exit_status():
     """It raised BrokenPipeError, and Python exited 1 with a traceback nobody could see."""
     env = {k: v for k, v in user_env().items() if k != "PYTHONUNBUFFERED"}  # a user's shell
@@ -589,3 +607,18 @@ def test_a_run_folder_reused_with_another_config_is_not_skipped(tmp_path):
     assert "skipped" not in result.stdout
     summary = pd.read_parquet(tmp_path / "summary.parquet")
     assert summary.cell.item() == "gru" and summary.run_id.item() != first
+
+
+def test_the_report_lists_ten_failures_and_counts_the_rest(tmp_path, capsys):
+    from rnnexp.aggregate import report
+
+    table = pd.DataFrame(
+        {"run_id": [f"r{i:02d}" for i in range(12)], "status": "failed", "error": "boom"}
+    )
+    lines = report(tmp_path, table).splitlines()
+    assert lines[0] == f"sweep {tmp_path}: 12 runs: 0 ok, 0 diverged, 12 failed"
+    listed = [line for line in lines if line.startswith("  failed ")]
+    assert len(listed) == 10 and listed[0].startswith("  failed r00: boom  log: ")
+    assert "  ... and 2 more failed runs" in lines
+    assert aggregate_main([str(tmp_path / "nope")]) == 2  # not a folder: its own exit code
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope'} is not a folder"

@@ -351,15 +351,19 @@ def test_threads_key_sets_torch_threads(tmp_path):
 
 
 def test_divergence_is_recorded_not_raised(tmp_path):
-    result = cli(
+    command = [
         "cell=irnn",
         "train.optimizer=sgd",
         "train.lr=1e6",
         "train.clip_grad_norm=null",
         *TINY,
         f"hydra.run.dir={tmp_path}",
-    )
-    ok(result)
+    ]
+    ok(cli(*command))
+    written = (tmp_path / "summary.parquet").stat().st_mtime_ns
+    again = ok(cli(*command))  # a result, kept: the same command again does not retrain it
+    assert f"skipped: {tmp_path} already holds a finished run (diverged)" in again.stdout
+    assert (tmp_path / "summary.parquet").stat().st_mtime_ns == written
     summary = pd.read_parquet(tmp_path / "summary.parquet").iloc[0]
     assert summary.status == "diverged"
     assert summary.steps_done < 6
@@ -492,6 +496,38 @@ def test_lstm_learns_the_adding_problem_at_t20(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "override, allowed",
+    [
+        ("train.steps=0", "an integer >= 1"),
+        ("train.batch_size=0", "an integer >= 1"),
+        ("train.lr=0", "a finite number > 0"),
+        ("train.clip_grad_norm=0", "null or a number > 0"),
+        ("train.log_every=0", "an integer >= 1"),
+        ("train.eval_every=0", "an integer >= 1"),
+        ("train.eval_batch_size=0", "an integer >= 1"),
+        ("diagnostics.batch_size=0", "an integer >= 1"),
+        ("diagnostics.batch_size=33", "<= train.eval_batch_size (32)"),
+        ("diagnostics.schedule=linear", "'log' or 'every'"),
+        ("diagnostics.snapshots=1", "an integer >= 2"),
+        ("diagnostics.every=0", "an integer >= 1"),
+        ("diagnostics.threshold=1", "a number in (0, 1)"),
+        ("diagnostics.threshold=0", "a number in (0, 1)"),
+        ("diagnostics.lyapunov_k=0", "an integer >= 1"),
+        ("threads=0", "null or an integer >= 1"),
+    ],
+)
+def test_each_range_check_names_its_key_and_what_is_allowed(override, allowed):
+    from rnnexp.config import ConfigError
+    from rnnexp.train import check_single_run
+
+    key, value = override.split("=")
+    with pytest.raises(ConfigError) as error:
+        check_single_run(["train.eval_batch_size=32", override])
+    got = repr(value) if key == "diagnostics.schedule" else value  # a string shows as one
+    assert str(error.value).startswith(f"{key} must be {allowed}, got {got}"), error.value
+
+
+@pytest.mark.parametrize(
     "argv, message",
     [
         # without -m Hydra would run the defaults once and drop the experiment's grid
@@ -508,6 +544,10 @@ def test_lstm_learns_the_adding_problem_at_t20(tmp_path):
             "batch_size, optimizer, lr, clip_grad_norm, log_every, eval_every, eval_batch_size",
         ),
         (["task.seqlen=5"], "Key 'seqlen' is not in struct; keys: seq_len, solved_accuracy"),
+        (  # a + key the schema lacks would be stored in config.yaml and ignored
+            ["+diagnostics.snapshot=3"],
+            "diagnostics.snapshot is not a config key; keys: enabled, batch_size, schedule",
+        ),
         (  # a value another key sets: where it comes from
             ["cell=lstm_chrono", "task.seq_len=2"],
             "cell.chrono_max_len must be an integer >= 3, got 2 (= ${task.seq_len})",
@@ -750,3 +790,23 @@ def test_config_name_is_checked_up_front_and_other_hydra_flags_are_left_to_hydra
         check_single_run(["-cn", "nope"])
     for argv in (["-cd", "conf", "cell=foo"], ["--cfg", "job", "cell=foo"]):
         assert check_single_run(argv) is None
+
+
+def test_the_run_id_is_the_runs_values_not_where_or_how_it_is_shown():
+    """A sweep renamed, rerun, with another thread count or bar resumes the same runs (their
+    tables' values do not depend on those keys, bar the thread count's last digits, which the
+    summary records); a seed or a size is another run."""
+    import hydra
+
+    from rnnexp.config import run_id
+    from rnnexp.train import CONF_DIR
+
+    with hydra.initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        ids = {
+            o: run_id(hydra.compose("config", [o] if o else []))
+            for o in ("", "name=other", "rerun=true", "threads=1", "progress=false", "seed=1")
+        } | {"cell.hidden_size=8": run_id(hydra.compose("config", ["cell.hidden_size=8"]))}
+    assert (
+        len({ids[o] for o in ("", "name=other", "rerun=true", "threads=1", "progress=false")}) == 1
+    )
+    assert len({ids[""], ids["seed=1"], ids["cell.hidden_size=8"]}) == 3
