@@ -192,15 +192,15 @@ def autograd_norms(cell, inputs: torch.Tensor, ord: int | str = 2) -> torch.Tens
     O(T^2 S): a fairer baseline than that one, which the targets name."""
     T, B, _ = inputs.shape
     S = cell.state_size
+    eye = torch.eye(S, dtype=inputs.dtype, device=inputs.device)
     with torch.enable_grad():
-        states = [torch.zeros(B, S, dtype=inputs.dtype, device=inputs.device).requires_grad_()]
+        states = [inputs.new_zeros(B, S).requires_grad_()]
         for x in inputs:
             states.append(cell.step(x, states[-1]))
-        rows = torch.eye(S, dtype=inputs.dtype, device=inputs.device).unsqueeze(1).expand(S, B, S)
+        rows = eye.unsqueeze(1).expand(S, B, S)  # row i: the cotangent of s_T's entry i
         grads = torch.autograd.grad(states[-1], states[:-1], rows, is_grads_batched=True)
     jacobians = torch.stack(grads).transpose(1, 2)  # (T, B, S, S): [t, b] = ds_T/ds_t
-    last = torch.eye(S, dtype=inputs.dtype, device=inputs.device).expand(1, B, S, S)
-    return torch.linalg.matrix_norm(torch.cat([jacobians, last]), ord=ord)
+    return torch.linalg.matrix_norm(torch.cat([jacobians, eye.expand(1, B, S, S)]), ord=ord)
 
 
 def bench_jacobian(rounds: int, stride: int) -> pd.DataFrame:

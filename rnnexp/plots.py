@@ -112,18 +112,15 @@ def cell_color(cell: str, among: Iterable[str] = ()) -> str:
     while FALLBACK_COLORS lasts."""
     if cell in CELL_COLORS:
         return CELL_COLORS[cell]
-    n, taken = len(FALLBACK_COLORS), set()
-    for other in cell_order([*among, cell]):
-        if other in CELL_COLORS:
-            continue
+    n, colors, taken = len(FALLBACK_COLORS), {}, set()
+    for other in (c for c in cell_order([*among, cell]) if c not in CELL_COLORS):
         if len(taken) == n:  # more unknown cells than colours: they repeat from here
             taken.clear()
         start = zlib.crc32(other.encode()) % n
-        color = next(c for i in range(n) if (c := FALLBACK_COLORS[(start + i) % n]) not in taken)
-        if other == cell:
-            return color
-        taken.add(color)
-    raise AssertionError("unreachable: cell_order keeps every cell")
+        free = (c for i in range(n) if (c := FALLBACK_COLORS[(start + i) % n]) not in taken)
+        colors[other] = next(free)
+        taken.add(colors[other])
+    return colors[cell]
 
 
 def cell_order(cells: Iterable[Any]) -> list[str]:

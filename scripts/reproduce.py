@@ -66,8 +66,8 @@ def figures(summary: pd.DataFrame) -> list[tuple[str, list[str]]]:
     drawn = [(script, ["--task", "adding", "--cell", *c, *rest]) for script, c, rest in drawn if c]
     copy = finished[finished.task == "copy"]
     for d in sorted(copy.seq_len.unique()):
-        ran = set(copy.loc[copy.seq_len == d, "cell"])
-        if lstms := [c for c in ("lstm", "lstm_chrono") if c in ran]:
+        at_delay = set(copy.loc[copy.seq_len == d, "cell"])
+        if lstms := [c for c in ("lstm", "lstm_chrono") if c in at_delay]:
             options = ["--task", "copy", "--seq-len", str(d), "--cell", *lstms]
             drawn.append(
                 ("plot_learning_curves", [*options, "--name", f"learning_curves_copy_{d}"])

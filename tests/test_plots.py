@@ -388,18 +388,25 @@ def test_learning_curves_loss_over_one_decade_is_log_with_plain_labels(one):
     assert {"0.3", "0.5", "1", "2"} <= labels and not {"0.4", "0.6"} & labels, labels
 
 
+def expected_squares(cell: str, score) -> list[str]:
+    """A heatmap panel's texts, sorted: per length and size, the seeds' mean of score(acc)."""
+    return sorted(
+        f"{np.mean([score(accuracy(cell, T, m, s)) for s in SEEDS]):.2f}"
+        for T in SEQ_LENS
+        for m in SIZES
+    )
+
+
+def square_texts(ax) -> list[str]:
+    return sorted(t.get_text() for t in ax.texts)
+
+
 def test_heatmap_writes_mean_accuracies(tables):
     fig = plots.success_heatmap_figure(tables["summary"])
     axes = panels(fig)
     assert [ax.get_title(loc="left") for ax in axes] == ["rnn", "gru", "lstm"]
     for ax in axes:
-        cell = ax.get_title(loc="left")
-        expected = sorted(
-            f"{np.mean([accuracy(cell, T, m, s) for s in SEEDS]):.2f}"
-            for T in SEQ_LENS
-            for m in SIZES
-        )
-        assert sorted(t.get_text() for t in ax.texts) == expected
+        assert square_texts(ax) == expected_squares(ax.get_title(loc="left"), lambda a: a)
         (image,) = ax.get_images()
         assert image.get_clim() == (0, 1)
     assert len(fig.axes) == 4  # three panels, one colorbar
@@ -429,13 +436,7 @@ def test_heatmap_diverged_counts_as_zero_and_solved_fraction(tables):
     assert f"{accuracy('gru', 10, 8, 1) / 2:.2f}*" in [t.get_text() for t in panels(fig)[1].texts]
     solved = plots.success_heatmap_figure(tables["summary"], value="solved")
     for ax in panels(solved):  # the fraction of seeds that reached solved_accuracy (0.5 here)
-        cell = ax.get_title(loc="left")
-        expected = sorted(
-            f"{np.mean([accuracy(cell, T, m, s) >= 0.5 for s in SEEDS]):.2f}"
-            for T in SEQ_LENS
-            for m in SIZES
-        )
-        assert sorted(t.get_text() for t in ax.texts) == expected
+        assert square_texts(ax) == expected_squares(ax.get_title(loc="left"), lambda a: a >= 0.5)
     with pytest.raises(ValueError, match="value must be"):
         plots.success_heatmap_figure(summary, value="loss")
 
