@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from rnnexp.cells import RecurrentCell, builtin_equations
+from rnnexp.lapack import split_batch
 from rnnexp.model import SequenceModel
 from rnnexp.tasks import Task
 
@@ -205,7 +206,7 @@ def _certified_top_eigenvalue(p: Tensor, q: Tensor, gq: Tensor, tol: float) -> t
         more = ~done & gap if iteration < _EXTRA_ITERATIONS else torch.zeros_like(done)
         exact = ~done & ~more
         if exact.any():
-            top[todo[exact]] = torch.linalg.eigvalsh(_rows(g, exact))[:, -1]
+            top[todo[exact]] = split_batch(torch.linalg.eigvalsh, _rows(g, exact))[:, -1]
         todo, g, q, gq, trace, gram_sq = (_rows(t, more) for t in (todo, g, q, gq, trace, gram_sq))
         if not len(todo):
             break

@@ -1,0 +1,86 @@
+"""The batched eigensolvers split over helper threads: the same eigenvalues as one LAPACK call
+on one thread, the caller's thread count untouched, and no deadlock when a helper calls in."""
+
+import os
+
+import pytest
+import torch
+
+from rnnexp import lapack
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _grams(n: int, size: int) -> torch.Tensor:
+    a = torch.randn(n, size, size, generator=torch.Generator().manual_seed(0))
+    return a @ a.mT
+
+
+def _one_thread(solver, x):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return solver(x)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_split_eigvalsh_is_lapack_on_one_thread(two_threads, n):
+    g = _grams(n, 48)
+    got = lapack.split_batch(torch.linalg.eigvalsh, g)
+    torch.testing.assert_close(got, _one_thread(torch.linalg.eigvalsh, g), rtol=0, atol=0)
+    top = torch.linalg.matrix_norm(g.double(), ord=2)  # SVD in float64: an independent check
+    torch.testing.assert_close(got[:, -1].double(), top, rtol=1e-5, atol=0)
+    assert torch.get_num_threads() == 2
+
+
+def test_split_eigh_gives_pairs_in_batch_order(two_threads):
+    g = _grams(7, 8)
+    values, vectors = lapack.split_batch(torch.linalg.eigh, g)
+    assert values.shape == (7, 8) and vectors.shape == (7, 8, 8)
+    torch.testing.assert_close(g @ vectors, vectors * values[:, None, :], rtol=1e-4, atol=1e-3)
+
+
+def test_helpers_keep_one_torch_thread_and_the_caller_its_own(two_threads):
+    counts = lapack.split_batch(lambda x: torch.tensor([torch.get_num_threads()]), _grams(2, 4))
+    assert counts.tolist() == [1, 1]
+    assert torch.get_num_threads() == 2
+
+
+def test_a_helper_calling_in_runs_inline(two_threads):
+    def nested(x):
+        return lapack.split_batch(torch.linalg.eigvalsh, x)
+
+    g = _grams(4, 6)
+    torch.testing.assert_close(lapack.split_batch(nested, g), _one_thread(torch.linalg.eigvalsh, g))
+
+
+def test_one_torch_thread_solves_inline(monkeypatch):
+    monkeypatch.setattr(lapack, "_executor", lambda workers: pytest.fail("no helpers at 1 thread"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert lapack.split_batch(torch.linalg.eigvalsh, _grams(3, 5)).shape == (3, 5)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_forked_child_makes_a_pool_of_its_own(two_threads, monkeypatch):
+    lapack.split_batch(torch.linalg.eigvalsh, _grams(2, 4))
+    parents = lapack._pool[2]
+    monkeypatch.setattr(os, "getpid", lambda: -1)  # as in a forked child: the threads are gone
+    g = _grams(2, 4)
+    got = lapack.split_batch(torch.linalg.eigvalsh, g)
+    torch.testing.assert_close(got, _one_thread(torch.linalg.eigvalsh, g))
+    childs = lapack._pool[2]
+    assert childs is not parents
+    for pool in (parents, childs):  # both live in this process, whatever getpid said
+        pool.shutdown()
+    lapack._pool = None
