@@ -1,6 +1,6 @@
 """Batched eigensolvers with the batch split over helper threads.
 
-torch runs a batch of eigenproblems (`eigh`, `eigvalsh`) as a serial loop of LAPACK calls, one
+torch runs a batch of eigenproblems (`eigvalsh`, `eigh`) as a serial loop of LAPACK calls, one
 matrix at a time, and MKL's threads inside one call gain nothing at a snapshot's sizes: on
 2 cores 224 `eigvalsh` of 256 x 256 matrices (an LSTM snapshot's exact fallbacks at m = 128)
 took 500 ms with torch's 2 threads and 467 with 1, against 215 with the batch split in two
@@ -43,7 +43,7 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool[2]
 
 
-def split_batch(solver: Callable[[Tensor], Tensor | tuple[Tensor, ...]], x: Tensor):
+def split_batch(solver: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     """solver(x) for a batch x (N, k, k), on CPU in parts on torch.get_num_threads() helper
     threads of one torch thread each. With one torch thread (a parallel sweep's job) solver(x)
     runs as it is, so on CPU every matrix is solved by LAPACK on one thread, alike whatever the
@@ -51,7 +51,5 @@ def split_batch(solver: Callable[[Tensor], Tensor | tuple[Tensor, ...]], x: Tens
     threads = torch.get_num_threads()
     if threads < 2 or x.device.type != "cpu" or getattr(_helpers, "active", False):
         return solver(x)
-    parts = list(_executor(threads).map(solver, x.tensor_split(max(1, min(threads, len(x))))))
-    if isinstance(parts[0], tuple):  # eigh: (eigenvalues, eigenvectors)
-        return tuple(torch.cat(part) for part in zip(*parts, strict=True))
-    return torch.cat(parts)
+    parts = _executor(threads).map(solver, x.tensor_split(max(1, min(threads, len(x)))))
+    return torch.cat(list(parts))
