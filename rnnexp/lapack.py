@@ -6,7 +6,10 @@ matrix at a time, and MKL's threads inside one call gain nothing at a snapshot's
 took 500 ms with torch's 2 threads and 467 with 1, against 215 with the batch split in two
 halves, each on a helper thread running one torch thread. The helpers are kept for the next
 call: a thread that starts for one call would start an OpenMP team of its own each time (the
-batch split that way made snapshots 24-34% slower, results/bench/README.md).
+batch split that way made snapshots 24-34% slower, results/bench/README.md). Only calls of
+tens of milliseconds gain: the snapshot's per-chunk 8 x 8 Ritz `eigh`, a millisecond each,
+made whole snapshots 11-14% slower on helpers, as the caller's OpenMP worker still spins on
+the other core for a while after each op.
 """
 
 from __future__ import annotations
