@@ -36,12 +36,17 @@ def _one_torch_thread() -> None:
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
+    """The helpers, every one started: each helper's set_num_threads(1) also set the count that
+    threads started later take at their first op, which the caller's count then resets."""
     global _pool
     with _pool_lock:  # a forked child has the parent's pool object but none of its threads
         if _pool is None or _pool[:2] != (os.getpid(), workers):
             if _pool is not None and _pool[0] == os.getpid():
                 _pool[2].shutdown(wait=False)
             pool = ThreadPoolExecutor(workers, "rnnexp-lapack", initializer=_one_torch_thread)
+            started = threading.Barrier(workers)  # held until all have run their initializer
+            list(pool.map(lambda _: started.wait(), range(workers)))
+            torch.set_num_threads(torch.get_num_threads())
             _pool = (os.getpid(), workers, pool)
         return _pool[2]
 

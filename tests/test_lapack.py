@@ -2,6 +2,7 @@
 on one thread, the caller's thread count untouched, and no deadlock when a helper calls in."""
 
 import os
+import threading
 
 import pytest
 import torch
@@ -45,6 +46,18 @@ def test_helpers_keep_one_torch_thread_and_the_caller_its_own(two_threads):
     counts = lapack.split_batch(lambda x: torch.tensor([torch.get_num_threads()]), _grams(2, 4))
     assert counts.tolist() == [1, 1]
     assert torch.get_num_threads() == 2
+
+
+def test_threads_started_later_keep_the_callers_count(two_threads):
+    if lapack._pool is not None:  # a pool made now, by this call
+        lapack._pool[2].shutdown()
+        lapack._pool = None
+    lapack.split_batch(torch.linalg.eigvalsh, _grams(1, 4))
+    seen = []
+    later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    later.start()
+    later.join()
+    assert seen == [2]
 
 
 def test_a_helper_calling_in_runs_inline(two_threads):
