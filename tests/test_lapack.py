@@ -1,6 +1,7 @@
 """The batched eigensolvers split over helper threads: the same eigenvalues as one LAPACK call
 on one thread, the caller's thread count untouched, and no deadlock when a helper calls in."""
 
+import contextlib
 import os
 import threading
 
@@ -10,12 +11,34 @@ import torch
 from rnnexp import lapack
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
+    with _torch_threads(2):
+        yield
+
+
+@pytest.fixture
+def fresh_pool():
+    """No pool before the test, and none left after it: the test makes its own."""
+
+    def drop():
+        if lapack._pool is not None:
+            lapack._pool[2].shutdown()
+            lapack._pool = None
+
+    drop()
     yield
-    torch.set_num_threads(before)
+    drop()
 
 
 def _grams(n: int, size: int) -> torch.Tensor:
@@ -24,12 +47,8 @@ def _grams(n: int, size: int) -> torch.Tensor:
 
 
 def _one_thread(solver, x):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _torch_threads(1):
         return solver(x)
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("n", [1, 2, 5])  # 5: parts of 3 and 2, back in batch order
@@ -48,10 +67,7 @@ def test_helpers_keep_one_torch_thread_and_the_caller_its_own(two_threads):
     assert torch.get_num_threads() == 2
 
 
-def test_threads_started_later_keep_the_callers_count(two_threads):
-    if lapack._pool is not None:  # a pool made now, by this call
-        lapack._pool[2].shutdown()
-        lapack._pool = None
+def test_threads_started_later_keep_the_callers_count(two_threads, fresh_pool):
     lapack.split_batch(torch.linalg.eigvalsh, _grams(1, 4))
     seen = []
     later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
@@ -70,23 +86,16 @@ def test_a_helper_calling_in_runs_inline(two_threads):
 
 def test_one_torch_thread_solves_inline(monkeypatch):
     monkeypatch.setattr(lapack, "_executor", lambda workers: pytest.fail("no helpers at 1 thread"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _torch_threads(1):
         assert lapack.split_batch(torch.linalg.eigvalsh, _grams(3, 5)).shape == (3, 5)
-    finally:
-        torch.set_num_threads(before)
 
 
-def test_a_forked_child_makes_a_pool_of_its_own(two_threads, monkeypatch):
+def test_a_forked_child_makes_a_pool_of_its_own(two_threads, fresh_pool, monkeypatch):
     lapack.split_batch(torch.linalg.eigvalsh, _grams(2, 4))
     parents = lapack._pool[2]
     monkeypatch.setattr(os, "getpid", lambda: -1)  # as in a forked child: the threads are gone
     g = _grams(2, 4)
     got = lapack.split_batch(torch.linalg.eigvalsh, g)
     torch.testing.assert_close(got, _one_thread(torch.linalg.eigvalsh, g))
-    childs = lapack._pool[2]
-    assert childs is not parents
-    for pool in (parents, childs):  # both live in this process, whatever getpid said
-        pool.shutdown()
-    lapack._pool = None
+    assert lapack._pool[2] is not parents
+    parents.shutdown()  # it lives in this process, whatever getpid said; fresh_pool ends the other
