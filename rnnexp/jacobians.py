@@ -301,7 +301,7 @@ def state_jacobian_norms(
             # cannot underflow in a step that shrinks P by more than sqrt(tiny) at once. A max
             # below tiny (subnormal) is divided by as it is: clamped, it would be logged wrong,
             # or leave P subnormal and imprecise in the next product
-            scale = torch.amax(p.abs(), dim=(-2, -1), out=scales[i])  # vector_norm(inf): 6-14x slower
+            scale = torch.amax(p.abs(), dim=(-2, -1), out=scales[i])  # vector_norm(inf): 6-14x
             p.div_(torch.where(scale > 0, scale, 1)[:, None, None])
             if spectral:  # one subspace iteration on G = P P^T, then what Rayleigh-Ritz needs
                 q = _orthonormal_rows((q @ p) @ p.mT)
