@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from rnnexp.results import atomic_path, load_runs
@@ -97,6 +98,7 @@ STYLE: dict[str, Any] = {
 BAND_ALPHA = 0.2
 NOTE_COLOR = "0.35"
 REF_LINE = {"color": "0.55", "lw": 0.6, "ls": ":"}  # reference lines: norm 1, rate 0, y = T
+CAP_SHADE = "0.93"  # past the sequence's end, where no horizon can be found
 
 
 def style() -> AbstractContextManager:
@@ -312,16 +314,24 @@ def _single(df: pd.DataFrame, columns: Iterable[str], table: str) -> dict[str, A
 
 
 def _warn_mixed(df: pd.DataFrame, table: str, allowed: Iterable[str] = ()) -> None:
-    """Warn if runs pooled within a cell differ in a config key other than the seed."""
+    """Warn if runs pooled into one curve or marker differ in a config key other than the seed.
+
+    `allowed` are the keys a figure spreads along an axis: runs are pooled per cell and value
+    of those, so a key that follows them (lstm_chrono's chrono_max_len is its seq_len) mixes
+    nothing.
+    """
     names = list(df.columns)
     config = names[: names.index("run_id")] if "run_id" in names else []
+    allowed = [c for c in allowed if c in df.columns]
     ignore = {"cell", "seed", *allowed}
-    for cell, group in df.groupby("cell"):
-        mixed = [c for c in config if c not in ignore and group[c].nunique(dropna=False) > 1]
+    mixed_by_cell: dict[str, set[str]] = {}
+    for key, group in df.groupby(["cell", *allowed], dropna=False):
+        mixed = {c for c in config if c not in ignore and group[c].nunique(dropna=False) > 1}
+        mixed_by_cell.setdefault(key[0], set()).update(mixed)
+    for cell, mixed in mixed_by_cell.items():
         if mixed:
-            warnings.warn(
-                f"{table}: the {cell} runs pooled differ in {', '.join(mixed)}", stacklevel=3
-            )
+            listed = ", ".join(c for c in config if c in mixed)
+            warnings.warn(f"{table}: the {cell} runs pooled differ in {listed}", stacklevel=3)
 
 
 def _setting(values: dict[str, Any]) -> str:
@@ -700,6 +710,26 @@ def _dodge(x: np.ndarray, i: int, n: int, log: bool, span: float) -> np.ndarray:
     return x * 10**shift if log else x + shift
 
 
+def _shade_above(ax, cap: pd.Series) -> None:
+    """Grey above the sequence's length (cap: length by seq_len): a horizon found nowhere in
+    the sequence is drawn at the length, and on the grey's edge it reads as censored, not as
+    a horizon that grows with T. The axis is raised to show some of the grey."""
+    bottom, top = ax.get_ylim()
+    log = ax.get_yscale() == "log"
+    high = cap.max()
+    top = max(top, high * 1.6 if log else high + 0.15 * (high - bottom))
+    x = cap.index.to_numpy(dtype=float)
+    if len(x) == 1:
+        ax.axhspan(cap.iloc[0], top, color=CAP_SHADE, lw=0, zorder=0)
+    else:
+        left, right = ax.get_xlim()
+        xs = np.r_[left, x, right]
+        ys = np.interp(xs, x, cap.to_numpy(dtype=float))  # flat past the ends
+        ax.fill_between(xs, ys, top, color=CAP_SHADE, lw=0, zorder=0)
+        ax.set_xlim(left, right)
+    ax.set_ylim(bottom, top)
+
+
 def memory_horizon_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None = None) -> Figure:
     """Memory horizon and Jacobian decay rate against seq_len, per cell, at init and at the end.
 
@@ -738,7 +768,15 @@ def memory_horizon_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None 
         elif len(cap):
             h_ax.plot(cap.index, cap.to_numpy(), **REF_LINE)
         if len(cap):
-            extra.append(Line2D([], [], **REF_LINE, label="sequence length"))
+            extra.append(
+                Patch(
+                    facecolor=CAP_SHADE,
+                    edgecolor=REF_LINE["color"],
+                    lw=REF_LINE["lw"],
+                    ls=REF_LINE["ls"],
+                    label="past the sequence's end:\na horizon on its edge\nis a lower bound",
+                )
+            )
         r_ax.axhline(0.0, **REF_LINE)
         for i, cell in enumerate(cells):
             stats = s[s["cell"] == cell].groupby("seq_len")[cols[3:]].agg(["mean", "min", "max"])
@@ -765,6 +803,9 @@ def memory_horizon_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None 
                 ax.set_xscale("log")
         if _spans_decades([*s["memory_horizon_init"], *s["memory_horizon_final"]]):
             h_ax.set_yscale("log")
+            _plain_log_labels(h_ax.yaxis)  # 5, 10, 20, 50, 100: values read off, not 10^1
+        if len(cap):
+            _shade_above(h_ax, cap)
         for ax in axes[0]:
             ax.set_xticks(lengths, [str(int(x)) for x in lengths])
             ax.xaxis.set_minor_locator(NullLocator())

@@ -489,6 +489,41 @@ def test_memory_horizon_init_and_final_per_cell(tables):
         plots.memory_horizon_figure(diverged)
 
 
+def test_memory_horizon_shades_past_the_sequence_and_labels_its_log_axis(tables):
+    """A horizon on the cap is a lower bound: the grey starts at each length's cap (the
+    jacobians' largest lag); a log horizon axis over a decade reads 5, 10, 20 (not only 10)."""
+    summary = tables["summary"].query("hidden_size == 8").copy()
+    summary["memory_horizon_final"] = np.where(summary["cell"] == "rnn", 4.0, summary["seq_len"])
+    fig = plots.memory_horizon_figure(summary, tables["jacobians"])
+    h_ax = panels(fig)[0]
+    assert h_ax.get_yscale() == "log"
+    grey = to_hex(plots.CAP_SHADE)
+    shade = [c for c in h_ax.collections if grey in map(to_hex, c.get_facecolor())]
+    edge = shade[0].get_paths()[0].vertices
+    for length in SEQ_LENS:
+        assert edge[np.isclose(edge[:, 0], length), 1].min() == pytest.approx(length)
+    assert len(shade) == 1 and h_ax.get_ylim()[1] > max(SEQ_LENS)  # some grey shows
+    fig.canvas.draw()
+    ticks = h_ax.yaxis.get_majorticklabels() + h_ax.yaxis.get_minorticklabels()
+    labels = {t.get_text() for t in ticks if t.get_text()}
+    assert {"5", "10", "20"} <= labels and not {"4", "6"} & labels, labels
+
+
+def test_memory_horizon_pools_runs_per_length(tables):
+    """lstm_chrono's chrono_max_len is its seq_len: runs at different lengths are drawn apart,
+    so no warning that they were pooled; a difference within one length still warns."""
+    summary = tables["summary"].query("hidden_size == 8").copy()
+    summary["chrono_max_len"] = summary["seq_len"].astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.memory_horizon_figure(summary)
+        plots.success_heatmap_figure(summary)
+    summary.loc[summary.index[0], "chrono_max_len"] = 99.0
+    cell = summary["cell"].iloc[0]
+    with pytest.warns(UserWarning, match=f"^summary: the {cell} runs pooled differ in chrono"):
+        plots.memory_horizon_figure(summary)
+
+
 def test_init_figure_one_marker_per_run(one):
     fig = plots.init_figure(one["summary"], one["jacobians"])
     scatter_ax, decay_ax = panels(fig)
