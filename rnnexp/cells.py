@@ -570,6 +570,8 @@ class LSTMCell(RecurrentCell):
             raise ValueError("forget_bias and chrono_max_len need bias=True")
         if chrono_max_len is not None:
             chrono_max_len = _check_int("chrono_max_len", chrono_max_len, 3)
+        if forget_bias is not None and not -math.inf < forget_bias < math.inf:
+            raise ValueError(f"forget_bias must be null or a finite number, got {forget_bias!r}")
         self.forget_bias = forget_bias
         self.chrono_max_len = chrono_max_len
         super().__init__(input_size, hidden_size, bias, init, init_scale)

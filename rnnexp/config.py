@@ -113,17 +113,24 @@ def require(ok: bool, key: str, allowed: str, value: Any) -> None:
 
 
 def _check_known_keys(cfg: DictConfig) -> None:
-    """No key the schema lacks: `+train.step=10`, as Hydra suggests for a misspelt key, would
-    otherwise be stored in config.yaml and ignored."""
-    for prefix, node, schema in (
-        ("", cfg, Config),
-        ("train.", cfg.train, TrainConfig),
-        ("diagnostics.", cfg.diagnostics, DiagnosticsConfig),
+    """The schema's keys, no more and no fewer: `+train.step=10`, as Hydra suggests for a
+    misspelt key, would otherwise be stored in config.yaml and ignored, and a key removed with
+    `~seed` would fail mid-run with a traceback, after the run's folder is made."""
+    for prefix, schema in (
+        ("", Config),
+        ("train.", TrainConfig),
+        ("diagnostics.", DiagnosticsConfig),
     ):
+        node = OmegaConf.select(cfg, prefix[:-1]) if prefix else cfg
         known = [f.name for f in fields(schema)]
         for key in node:
             if key not in known and not (node is cfg and key == "hydra"):
                 raise ConfigError(f"{prefix}{key} is not a config key; keys: {', '.join(known)}")
+        for key in known:
+            if key not in node:
+                raise ConfigError(
+                    f"{prefix}{key} cannot be removed (~{prefix}{key}): every run needs it"
+                )
 
 
 def _group_options(missing: str) -> list[str]:

@@ -172,17 +172,45 @@ def load_runs(path: str | os.PathLike, table: str = "summary") -> pd.DataFrame:
         frames.append(frame.assign(run_dir=str(run)))
     if not frames:
         return pd.DataFrame()
+    dtypes = _integer_dtypes(frames)
     table = pd.concat(frames, ignore_index=True).infer_objects()
-    # an integer key that some runs lack (copy's n_symbols beside adding runs) would turn
-    # float64 through its NaNs: pandas' nullable Int64 keeps it an integer, with <NA>
-    is_int = pd.api.types.is_integer_dtype
-    for column in {c for f in frames for c, t in f.dtypes.items() if is_int(t)}:
-        if not is_int(table[column]) and all(is_int(f[column]) for f in frames if column in f):
-            table[column] = table[column].astype("Int64")
+    for column, dtype in dtypes.items():
+        table[column] = table[column].astype(dtype)
     # runs of different tasks have different config keys: keep every config column first
     config = [*dict.fromkeys(c for f in frames for c in _config_names(f) if c != "run_id")]
     config.append("run_id")
     return table[config + [c for c in table.columns if c not in config]]
+
+
+def _integer_dtypes(frames: list[pd.DataFrame]) -> dict[str, Any]:
+    """The dtype that keeps each integer column exact where pandas' concat would not.
+
+    An integer key that some runs lack or hold null (copy's n_symbols beside adding runs, the
+    plain LSTM's chrono_max_len beside lstm_chrono's) would turn float64 through its NaNs:
+    pandas' nullable Int64 keeps it an integer, with <NA>. A seed from 2^63 up is stored
+    uint64, and uint64 beside int64 would turn float64 too, rounding those seeds: both become
+    uint64 (UInt64 with gaps), or Python ints where a negative value is among them.
+    """
+    is_int = pd.api.types.is_integer_dtype
+    dtypes: dict[str, Any] = {}
+    for column in {c for f in frames for c, t in f.dtypes.items() if is_int(t)}:
+        held = [f[column] for f in frames if column in f and f[column].notna().any()]
+        if not held or not all(is_int(values) for values in held):
+            continue  # all null, or a float or a string in some run: pandas' own promotion
+        unsigned = [pd.api.types.is_unsigned_integer_dtype(values) for values in held]
+        gaps = len(held) < len(frames) or any(values.isna().any() for values in held)
+        if all(unsigned) or not any(unsigned):
+            if gaps:
+                dtypes[column] = "UInt64" if all(unsigned) else "Int64"
+        elif all((values >= 0).all() for values in held):
+            dtypes[column] = "UInt64" if gaps else "uint64"
+        else:
+            dtypes[column] = object
+        if column in dtypes:  # cast before the concat: float64 on the way would round
+            for f in frames:
+                if column in f:
+                    f[column] = f[column].astype(dtypes[column])
+    return dtypes
 
 
 def _config_names(table: pd.DataFrame) -> list[str]:

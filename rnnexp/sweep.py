@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra import compose
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -53,14 +55,22 @@ def check_grid(config: DictConfig) -> set[str]:
     """
     from rnnexp.train import build  # the entry point's own checks, no copy of them
 
-    run_ids, seen = set(), set()
+    run_ids, seen, names = set(), set(), {}
     points = grid_points(config)
+    _check_swept_experiments(config.hydra.job.config_name, points)
     for overrides in points:
         try:
             cfg = compose_checked(config.hydra.job.config_name, overrides)
             resolved = OmegaConf.to_container(cfg, resolve=True)  # seed=${name}, say
         except (ConfigError, OmegaConfBaseException) as e:
             raise ConfigError(f"{' '.join(overrides)}: {str(e).splitlines()[0]}") from e
+        names.setdefault(resolved["name"], overrides)
+        if len(names) > 1:  # the callback reads and reports one folder: the others' runs would
+            found = ", ".join(names)  # count as missing, and no table would be written there
+            raise ConfigError(
+                f"name takes several values in this grid ({found}): a sweep writes one folder, "
+                "results/sweeps/NAME/; run one command per name"
+            )
         run_ids.add(run_id(cfg))
         key = json.dumps({k: v for k, v in resolved.items() if k != "seed"}, sort_keys=True)
         try:
@@ -73,6 +83,27 @@ def check_grid(config: DictConfig) -> set[str]:
             at = " ".join(o for o in overrides if any(o not in other for other in points))
             raise ConfigError(f"{e} (at {at})" if at else str(e)) from e
     return run_ids
+
+
+def _check_swept_experiments(config_name: str, points: list[list[str]]) -> None:
+    """An experiment with a grid of its own (`hydra.sweeper.params`) cannot be one value of a
+    sweep: Hydra expands the grid once, from the command line and a fixed experiment's params,
+    so each job would run that experiment's defaults alone and drop its grid."""
+    chosen = sorted({o for point in points for o in point if o.startswith("experiment=")})
+    if len(chosen) < 2:
+        return
+    search = [o for o in points[0] if o.startswith("hydra.searchpath")]
+    for choice in chosen:
+        try:
+            cfg = compose(config_name, [*search, choice], return_hydra_config=True)
+        except (HydraException, OmegaConfBaseException, ValueError):
+            continue  # its own error, which composing its grid points reports
+        if cfg.hydra.sweeper.get("params"):
+            raise ConfigError(
+                f"experiment is swept ({', '.join(c.partition('=')[2] for c in chosen)}), and "
+                f"{choice} has a grid of its own, which Hydra expands only for an experiment "
+                f"the command fixes: run one command per experiment (-m {choice} ...)"
+            )
 
 
 def check_launcher(launcher: DictConfig) -> None:

@@ -259,6 +259,7 @@ def test_lstm_chrono_init_ranges():
         (lambda: GRUCell(2, 3, init="xavier"), "init must be one of default, orthogonal"),
         (lambda: LSTMCell(2, 3, forget_bias=1.0, chrono_max_len=10), "exclusive"),
         (lambda: LSTMCell(2, 3, chrono_max_len=1), "chrono_max_len must be an integer >= 3"),
+        (lambda: LSTMCell(2, 3, forget_bias=-math.inf), "forget_bias must be null or a finite"),
         (lambda: RNNCell(2, 3.0), r"hidden_size must be an integer >= 1, got 3.0"),
         (lambda: RNNCell(3, 4)(torch.randn(3, 3), torch.randn(1, 4)), r"shape \(3, 4\) for input"),
         (lambda: RNNCell(3, 4)(torch.randn(3), torch.randn(2, 4)), r"shape \(4,\) .* got \(2, 4\)"),

@@ -95,3 +95,45 @@ def test_a_summary_with_no_row_is_an_unfinished_run(tmp_path):
     write_table(pd.DataFrame({"status": pd.Series([], dtype=str)}), tmp_path / "summary.parquet")
     assert read_summary(tmp_path) is None
     assert load_runs(tmp_path).empty
+
+
+def test_integer_columns_stay_exact_across_runs(tmp_path):
+    """Summaries as the trainer writes them (one row from a dict): a seed from 2^63 up is
+    uint64 beside others' int64, which pandas' concat would round through float64; a key that
+    some runs hold null (the plain LSTM's chrono_max_len) or lack (copy's n_symbols) stays an
+    integer column with <NA>."""
+    big = 2**64 - 1
+    rows = {
+        "a": {"seed": 0, "chrono_max_len": None, "run_id": "a", "status": "ok"},
+        "b": {"seed": big, "chrono_max_len": 100, "n_symbols": 8, "run_id": "b", "status": "ok"},
+        "c": {"seed": 2**63, "chrono_max_len": 50, "run_id": "c", "status": "ok"},
+    }
+    for name, row in rows.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text("seed: 0\n")
+        write_table(pd.DataFrame([row]), tmp_path / name / "summary.parquet")
+    table = load_runs(tmp_path).set_index("run_id")
+    assert table.seed.dtype == "uint64" and table.seed.tolist() == [0, big, 2**63]
+    assert table.chrono_max_len.dtype == "Int64" and table.chrono_max_len.isna().tolist() == [
+        True,
+        False,
+        False,
+    ]
+    assert table.chrono_max_len["b"] == 100 and table.n_symbols.dtype == "Int64"
+    assert table.n_symbols.isna().tolist() == [True, False, True]
+    write_table(
+        pd.DataFrame([{"seed": -1, "run_id": "d", "status": "ok"}]),
+        tmp_path / "a" / "summary.parquet",
+    )
+    assert load_runs(tmp_path).set_index("run_id").seed.to_dict() == {"d": -1, "b": big, "c": 2**63}
+
+
+def test_a_nullable_integer_column_null_in_every_run_keeps_its_dtype(tmp_path):
+    """solved_step (Int64) where no run solved its task: no values to tell signed from
+    unsigned, so the column stays as the runs wrote it."""
+    for name in "ab":
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text("seed: 0\n")
+        row = pd.DataFrame([{"seed": 0, "run_id": name, "solved_step": None}])
+        write_table(row.astype({"solved_step": "Int64"}), tmp_path / name / "summary.parquet")
+    assert load_runs(tmp_path).solved_step.dtype == "Int64"

@@ -461,6 +461,17 @@ def test_a_fixed_key_of_a_group_an_experiment_sweeps_gets_the_hint_too(tmp_path)
             ["task=copy,adding", "task.seq_len=1"],
             "error: task.seq_len must be an integer >= 2, got 1 (at task=adding)",
         ),
+        (  # the report and table are one folder's: the other's runs would count as missing
+            ["name=na,nb"],
+            "error: name takes several values in this grid (na, nb): a sweep writes one "
+            "folder, results/sweeps/NAME/; run one command per name",
+        ),
+        (  # Hydra expands an experiment's hydra.sweeper.params only where it is fixed
+            ["experiment=smoke,init"],
+            "error: experiment is swept (init, smoke), and experiment=init has a grid of its "
+            "own, which Hydra expands only for an experiment the command fixes: run one "
+            "command per experiment (-m experiment=init ...)",
+        ),
     ],
 )
 def test_a_bad_grid_value_fails_before_any_job(tmp_path, grid, message):

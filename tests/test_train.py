@@ -202,6 +202,12 @@ def test_same_config_and_seed_give_identical_tables(tmp_path):
             "error: diagnostics.lyapunov_k must be <= the cell's state size 128, got 129",
         ),
         ("threads=-1", "error: threads must be null or an integer >= 1, got -1"),
+        (
+            "cell.forget_bias=nan",
+            "error: cell.forget_bias must be null or a finite number, got nan",
+        ),
+        ("~seed", "error: seed cannot be removed (~seed): every run needs it"),
+        ("~device", "error: device cannot be removed (~device): every run needs it"),
         # 1.6 PB of LSTM weights, past any address space: torch's allocation error, one line
         ("cell.hidden_size=10000000", "error: cell: too large for this machine: "),
         ("seed=-1", "error: seed must be an integer in [0, 18446744073709551615], got -1"),
