@@ -750,7 +750,8 @@ def memory_horizon_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None 
     cells = cell_order(s["cell"].unique())
     lengths = np.array(sorted(s["seq_len"].unique().tolist()), dtype=float)
     log_x = _spans_decades(lengths)
-    span = math.log10(lengths.max() / lengths.min()) if log_x else np.ptp(lengths) or 1.0
+    span = math.log10(lengths.max() / lengths.min()) if log_x else np.ptp(lengths)
+    span = span or 0.4 * lengths[0]  # one length: the axis is drawn 20% either side of it
     cap = pd.Series(dtype=float)
     if jacobians is not None and len(jacobians) and {"seq_len", "lag"} <= set(jacobians.columns):
         key = _run_key(s, jacobians)
@@ -801,6 +802,8 @@ def memory_horizon_figure(summary: pd.DataFrame, jacobians: pd.DataFrame | None 
         if log_x:
             for ax in axes[0]:
                 ax.set_xscale("log")
+        if len(lengths) == 1:  # else the axis would span only the dodge's few hundredths
+            h_ax.set_xlim(lengths[0] - span / 2, lengths[0] + span / 2)  # (x is shared)
         if _spans_decades([*s["memory_horizon_init"], *s["memory_horizon_final"]]):
             h_ax.set_yscale("log")
             _plain_log_labels(h_ax.yaxis)  # 5, 10, 20, 50, 100: values read off, not 10^1

@@ -484,6 +484,7 @@ def test_memory_horizon_init_and_final_per_cell(tables):
     h_ax = panels(plots.memory_horizon_figure(one, tables["jacobians"]))[0]
     caps = [line.get_ydata() for line in h_ax.get_lines() if line.get_linestyle() == ":"]
     assert len(caps) == 1 and list(caps[0]) == [20, 20]  # a line across, not one point
+    assert h_ax.get_xlim() == pytest.approx((16, 24))  # around the length, not the dodge's
     diverged = summary.assign(status=np.where(summary.index == summary.index[0], "diverged", "ok"))
     with pytest.warns(UserWarning, match=r"^summary: left out 1 diverged"):  # as the others do
         plots.memory_horizon_figure(diverged)
