@@ -27,7 +27,7 @@ last, every target of issues 7 and 4 next to what the run measured (targets.csv)
 `--quick` (about a minute) runs the training section at m = 32 and 128 for 3 rounds, the brute
 force at 2 lags, and one round of the whole-command sections with short runs (20 steps, a
 2-run sweep, the CLI run with 2 snapshots instead of 6), and writes to results/bench/quick/: a
-smoke check of the suite, its ratios only indicative. Its eight whole commands are mostly
+smoke check of the suite, its ratios only indicative. Its nine whole commands are mostly
 start-up, about 5 s each (importing torch, and torch._dynamo, which torch.optim imports).
 """
 

@@ -686,6 +686,35 @@ class LSTMCell(RecurrentCell):
 _INITIALISATION = frozenset({"reset_parameters", "extra_repr"})  # and dunders, __init__ too
 
 
+def check_cell(cell: RecurrentCell) -> None:
+    """That a cell of one's own keeps the interface the unrolls rely on, checked at start-up on
+    a batch of 2, whether or not diagnostics run: a missing `_forward`, a `state_size` that is
+    not an int or a step of the wrong width fails here in one line, not in a traceback mid-run.
+    Raises ValueError."""
+    name, size = type(cell).__name__, cell.state_size
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise ValueError(f"{name}.state_size must be an int (a property), got {size!r}")
+    x = cell.weight_ih.new_zeros(2, cell.input_size)
+    s = cell.initial_state(x)
+    try:
+        with torch.no_grad():
+            out = cell.step(x, s)
+    except NotImplementedError as e:
+        raise ValueError(f"{name} has no _forward(x, state): write its step, batched") from e
+    except Exception as e:  # torch's shape complaint, with what to look at
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(
+            f"{name}'s step on a batch of 2 raised {type(e).__name__}: {first} (do `gates` "
+            "and `state_size` match what _forward computes?)"
+        ) from e
+    if not isinstance(out, Tensor) or out.shape != s.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(
+            f"{name}'s step must return the state, flat shape {tuple(s.shape)} for a batch of "
+            f"2 (state_size {size}), got {got}"
+        )
+
+
 def builtin_equations(cell: RecurrentCell | type) -> type | None:
     """The built-in cell (RNNCell, GRUCell, LSTMCell) whose equations `cell` (a cell or its
     class) computes, or None.

@@ -151,7 +151,10 @@ def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
     try:
         return compose(config_name, overrides=overrides)
     except MissingConfigException as e:
-        options = _group_options(e.missing_cfg_file) if e.options else []
+        # Hydra's own list has the search path's options, ours the group's subfolders
+        options = (
+            [*dict.fromkeys([*e.options, *_group_options(e.missing_cfg_file)])] if e.options else []
+        )
         available = f"; available: {', '.join(options)}" if options else ""
         if any(o.startswith("+") and "hydra.searchpath" in o.split("=")[0] for o in overrides):
             # Hydra reads the search path before composing, from the command line's own key

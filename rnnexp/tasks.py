@@ -81,6 +81,8 @@ def check_task(task: Task) -> tuple[Tensor, Tensor]:
             f"{task.input_size}) and targets with the batch on dim 1, got inputs "
             f"{tuple(inputs.shape)} and targets {tuple(targets.shape)}"
         )
+    if not inputs.is_floating_point():  # the model's weights are: its first matmul would fail
+        raise ValueError(f"sample must return floating-point inputs (float32), got {inputs.dtype}")
     outputs = inputs.new_zeros(len(range(inputs.shape[0])[steps]), 2, task.output_size)
     call = f"(outputs {tuple(outputs.shape)}, targets {tuple(targets.shape)})"
     for name in ("loss", "accuracy"):

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from rnnexp import diagnostics, gemm
 from rnnexp.allocator import retain_freed_memory
-from rnnexp.cells import RecurrentCell
+from rnnexp.cells import RecurrentCell, check_cell
 from rnnexp.config import (
     OPTIMIZERS,
     ConfigError,
@@ -182,6 +182,10 @@ def build(cfg: DictConfig) -> tuple[Any, SequenceModel]:
     if not isinstance(cell, RecurrentCell):  # torch.nn.GRUCell, say: no flat state, no Jacobian
         what = f"{type(cell).__module__}.{type(cell).__qualname__}"
         raise ConfigError(f"cell: {what} is not a rnnexp.cells.RecurrentCell (see Adding a cell)")
+    try:
+        check_cell(cell)
+    except ValueError as e:
+        raise ConfigError(f"cell: {e}") from e
     if cfg.diagnostics.enabled:
         try:
             check_jacobian(cell)

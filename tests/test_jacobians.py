@@ -378,7 +378,8 @@ def test_leading_exponent_is_the_decay_rate_of_the_norms():
     They differ by finite-length effects: log ||P|| and the QR sum differ by an O(1) alignment
     term, which a least-squares slope over 300 lags turns into ~1/300 = 0.003 log10 per step.
     Over 10 seeds at init scales 0.8, 1.0 and 1.2 the difference was at most 0.004 (0.003 at
-    1.0); 0.01 leaves room.
+    1.0); 0.006 leaves room, and still sees a 17% error in the exponent (the QR sum divided by
+    T rather than by the T - warmup steps it averages).
     """
     torch.manual_seed(0)
     cell = RNNCell(2, 16, init="orthogonal", init_scale=1.0)
@@ -386,7 +387,7 @@ def test_leading_exponent_is_the_decay_rate_of_the_norms():
     leading = lyapunov_exponents(cell, inputs, k=1, warmup=50)[:, 0].median() / math.log(10)
     decay_rate, _ = memory_horizon(state_jacobian_norms(cell, inputs, log=True))
     assert leading < -0.01  # a real decay, so the comparison means something
-    assert decay_rate == pytest.approx(leading.item(), abs=0.01)
+    assert decay_rate == pytest.approx(leading.item(), abs=0.006)
 
 
 # -- gradients ----------------------------------------------------------------------------

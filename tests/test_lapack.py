@@ -77,11 +77,21 @@ def test_threads_started_later_keep_the_callers_count(two_threads, fresh_pool):
 
 
 def test_a_helper_calling_in_runs_inline(two_threads):
+    """A solver that calls split_batch from a helper runs inline there, even at 2 torch threads
+    (a helper's own count is 1; the solver raises it): handed to the pool it would wait for the
+    helpers it occupies, forever."""
+
     def nested(x):
-        return lapack.split_batch(torch.linalg.eigvalsh, x)
+        with _torch_threads(2):
+            return lapack.split_batch(torch.linalg.eigvalsh, x)
 
     g = _grams(4, 6)
-    torch.testing.assert_close(lapack.split_batch(nested, g), _one_thread(torch.linalg.eigvalsh, g))
+    done: list[torch.Tensor] = []
+    outer = threading.Thread(target=lambda: done.append(lapack.split_batch(nested, g)), daemon=True)
+    outer.start()
+    outer.join(timeout=60)
+    assert done, "a helper's nested call deadlocked"
+    torch.testing.assert_close(done[0], _one_thread(torch.linalg.eigvalsh, g))
 
 
 def test_one_torch_thread_solves_inline(monkeypatch):

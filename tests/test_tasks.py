@@ -194,6 +194,14 @@ class _BatchFirstTargets(AddingTask):
         return inputs, targets.transpose(0, 1)
 
 
+class _IntegerInputs(CopyTask):
+    """Forgot .float() on the one-hot inputs: the model's first matmul would fail mid-run."""
+
+    def sample(self, batch_size, generator):
+        inputs, targets = super().sample(batch_size, generator)
+        return inputs.long(), targets
+
+
 class _NoBaseline(AddingTask):
     baseline_loss = None
 
@@ -253,6 +261,8 @@ def test_start_up_check_names_what_a_task_gets_wrong():
         check_task(_FlatTargets(seq_len=6))
     with pytest.raises(ValueError, match=r"with the batch on dim 1, got .* targets \(2, 1, 1\)"):
         check_task(_BatchFirstTargets(seq_len=6))
+    with pytest.raises(ValueError, match=r"^sample must return floating-point inputs .*int64$"):
+        check_task(_IntegerInputs(seq_len=6))
     with pytest.raises(ValueError, match="^baseline_loss must be a number, got None"):
         check_task(_NoBaseline(seq_len=6))
     check_task(_NoChance())  # baseline_accuracy is optional

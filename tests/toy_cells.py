@@ -53,3 +53,23 @@ class HalfStepRNNCell(RNNCell):
 
     def _forward(self, x: Tensor, h: Tensor) -> Tensor:
         return 0.5 * (h + super()._forward(x, h))
+
+
+class NoStepCell(RecurrentCell):
+    """A cell of one's own that never wrote its step: refused at start-up, in one line."""
+
+
+class OneGateGRUCell(RecurrentCell):
+    """A GRU-like step that forgot `gates = 2`: its z comes out half as wide as h."""
+
+    def _forward(self, x: Tensor, h: Tensor) -> Tensor:
+        gi, gh = self._linear(x, h)
+        r, z = torch.sigmoid(gi + gh).chunk(2, -1)
+        return (1 - z) * h + z * torch.tanh(r)
+
+
+class MethodStateSizeCell(LeakyRNNCell):
+    """state_size written as a method, not a property."""
+
+    def state_size(self) -> int:
+        return self.hidden_size
