@@ -83,8 +83,9 @@ def check_jacobian(cell: RecurrentCell, tol: float = 1e-8) -> None:
 
 
 def _check_inputs(inputs: Tensor) -> None:
-    if inputs.dim() != 3 or inputs.shape[0] < 1:
-        raise ValueError(f"inputs must have shape (T, B, n) with T >= 1, got {tuple(inputs.shape)}")
+    if inputs.dim() != 3 or inputs.shape[0] < 1 or inputs.shape[1] < 1:
+        shape = tuple(inputs.shape)
+        raise ValueError(f"inputs must have shape (T, B, n) with T, B >= 1, got {shape}")
 
 
 def _jacobian_chunks(

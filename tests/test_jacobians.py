@@ -275,6 +275,15 @@ def test_bad_ord_says_what_is_allowed():
         state_jacobian_norms(cell, torch.randn(4, 1, 2), ord=1)
 
 
+@pytest.mark.parametrize("shape", [(0, 2, 2), (4, 0, 2), (4, 2)])
+def test_inputs_without_a_step_or_a_sample_say_so(shape):
+    """An empty batch would fail deep in the unroll, in torch's words about a reshape."""
+    cell = RNNCell(2, 3)
+    for measure in (state_jacobian_norms, lyapunov_exponents):
+        with pytest.raises(ValueError, match=r"^inputs must have shape \(T, B, n\) with T, B >= 1"):
+            measure(cell, torch.randn(shape))
+
+
 def test_identity_product_has_no_dominant_direction():
     """A relu IRNN on positive inputs has J = I at every step: all singular values tie."""
     cell = RNNCell(2, 10, nonlinearity="relu", init="identity")
