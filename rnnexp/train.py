@@ -278,7 +278,7 @@ def fit(cfg: DictConfig, task, model: SequenceModel, run_dir: Path, label: str) 
     diag_tables: dict[str, list[pd.DataFrame]] = {}  # jacobians, gradients, lyapunov
     diag_numbers: dict[str, float] = {}
     losses, grad_norms = [], []
-    status, solved_step, best_accuracy = "ok", None, -math.inf
+    status, solved_step, best_accuracy, updates = "ok", None, -math.inf, 0
     start = time.perf_counter()
 
     def record(step: int, evaluated: bool) -> None:
@@ -348,6 +348,7 @@ def fit(cfg: DictConfig, task, model: SequenceModel, run_dir: Path, label: str) 
         if tc.clip_grad_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(params, tc.clip_grad_norm, grad_norm)
         optimizer.step()
+        updates = step
         bar.update()
         # finite gradients can still make an update that overflows (a huge learning rate):
         # the largest |weight| catches it here, not at the next step, which the last never has
@@ -374,7 +375,7 @@ def fit(cfg: DictConfig, task, model: SequenceModel, run_dir: Path, label: str) 
     return {
         "status": status,
         "error": None,
-        "steps_done": last["step"],
+        "steps_done": updates,  # a non-finite loss at step k stops before its update
         "final_eval_loss": last["eval_loss"],
         "final_eval_accuracy": last["eval_accuracy"],
         "best_eval_accuracy": best_accuracy,
