@@ -226,6 +226,16 @@ def _parse_overrides(overrides: list[str]) -> list:
         raise ConfigError(f"{e.override}: {e.message.splitlines()[0]}") from e
 
 
+def experiment_grid(search: list[str], experiment: str, config_name: str = "config") -> dict:
+    """The grid an experiment (`experiment=x`) holds in its `hydra.sweeper.params`, {} if none
+    or if it does not compose (its own error, which composing its runs reports)."""
+    try:
+        cfg = compose(config_name, [*search, experiment], return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException, ValueError):
+        return {}
+    return dict(cfg.hydra.sweeper.get("params") or {})
+
+
 def _swept_groups(parsed: list) -> dict[str, str]:
     """{group: ''} for the groups the command line sweeps, and {group: ' (by experiment=x)'}
     for those an experiment chosen there sweeps in its `hydra.sweeper.params`, unless the
@@ -236,11 +246,7 @@ def _swept_groups(parsed: list) -> dict[str, str]:
     if chosen:
         search = [o.input_line for o in parsed if o.key_or_group == "hydra.searchpath"]
         experiment = chosen[-1].input_line
-        try:
-            cfg = compose("config", [*search, experiment], return_hydra_config=True)
-        except (HydraException, OmegaConfBaseException, ValueError):
-            return swept  # its own error, which the caller reports
-        for group in cfg.hydra.sweeper.get("params") or {}:
+        for group in experiment_grid(search, experiment):
             if str(group) not in fixed:
                 swept.setdefault(str(group), f" (by {experiment})")
     return swept

@@ -189,7 +189,9 @@ def _integer_dtypes(frames: list[pd.DataFrame]) -> dict[str, Any]:
     plain LSTM's chrono_max_len beside lstm_chrono's) would turn float64 through its NaNs:
     pandas' nullable Int64 keeps it an integer, with <NA>. A seed from 2^63 up is stored
     uint64, and uint64 beside int64 would turn float64 too, rounding those seeds: both become
-    uint64 (UInt64 with gaps), or Python ints where a negative value is among them.
+    uint64 (UInt64 with gaps), or Python ints where a negative value is among them. The
+    frames' columns are cast in place (float64 on the way through concat would round); the
+    dtypes returned are for the concatenated table, whose missing entries concat fills.
     """
     is_int = pd.api.types.is_integer_dtype
     dtypes: dict[str, Any] = {}
@@ -206,7 +208,7 @@ def _integer_dtypes(frames: list[pd.DataFrame]) -> dict[str, Any]:
             dtypes[column] = "UInt64" if gaps else "uint64"
         else:
             dtypes[column] = object
-        if column in dtypes:  # cast before the concat: float64 on the way would round
+        if column in dtypes:
             for f in frames:
                 if column in f:
                     f[column] = f[column].astype(dtypes[column])

@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydra import compose
-from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -29,6 +27,7 @@ from rnnexp.config import (
     ConfigError,
     check_values,
     compose_checked,
+    experiment_grid,
     require,
     run_id,
     split_grid,
@@ -55,7 +54,7 @@ def check_grid(config: DictConfig) -> set[str]:
     """
     from rnnexp.train import build  # the entry point's own checks, no copy of them
 
-    run_ids, seen, names = set(), set(), {}
+    run_ids, seen, names = set(), set(), set()
     points = grid_points(config)
     _check_swept_experiments(config.hydra.job.config_name, points)
     for overrides in points:
@@ -64,9 +63,9 @@ def check_grid(config: DictConfig) -> set[str]:
             resolved = OmegaConf.to_container(cfg, resolve=True)  # seed=${name}, say
         except (ConfigError, OmegaConfBaseException) as e:
             raise ConfigError(f"{' '.join(overrides)}: {str(e).splitlines()[0]}") from e
-        names.setdefault(resolved["name"], overrides)
+        names.add(resolved["name"])
         if len(names) > 1:  # the callback reads and reports one folder: the others' runs would
-            found = ", ".join(names)  # count as missing, and no table would be written there
+            found = ", ".join(sorted(names))  # count as missing, and no table be written there
             raise ConfigError(
                 f"name takes several values in this grid ({found}): a sweep writes one folder, "
                 "results/sweeps/NAME/; run one command per name"
@@ -94,11 +93,7 @@ def _check_swept_experiments(config_name: str, points: list[list[str]]) -> None:
         return
     search = [o for o in points[0] if o.startswith("hydra.searchpath")]
     for choice in chosen:
-        try:
-            cfg = compose(config_name, [*search, choice], return_hydra_config=True)
-        except (HydraException, OmegaConfBaseException, ValueError):
-            continue  # its own error, which composing its grid points reports
-        if cfg.hydra.sweeper.get("params"):
+        if experiment_grid(search, choice, config_name):
             raise ConfigError(
                 f"experiment is swept ({', '.join(c.partition('=')[2] for c in chosen)}), and "
                 f"{choice} has a grid of its own, which Hydra expands only for an experiment "
